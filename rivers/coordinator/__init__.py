@@ -1,0 +1,1 @@
+"""The coordinator: owns a run, dispatches ready steps to executor queues, collects results."""

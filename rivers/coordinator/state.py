@@ -1,0 +1,87 @@
+"""The run state machine: which steps are ready, running, done or skipped. Pure, no I/O."""
+
+from __future__ import annotations
+
+from rivers.plan import Plan, Step
+from rivers.results import StepResult
+
+SKIPPED_MESSAGE = "ExecutionError: Skipped: upstream dependency failed"
+
+
+class RunState:
+    """Tracks steps and outputs of one run; a step becomes ready when every output it needs succeeded."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.waiting: dict[str, int] = {key: len(step.needs) for key, step in plan.steps.items()}
+        self.status: dict[str, str] = dict.fromkeys(plan.steps, "pending")
+        self.output_status: dict[str, str] = {}
+        self.results: dict[str, StepResult] = {}
+        self.attempts: dict[str, int] = dict.fromkeys(plan.steps, 0)
+        self.failures: list[StepResult] = []  # final failures, in the order they happened
+
+    def initial_ready(self) -> list[Step]:
+        return [step for key, step in self.plan.steps.items() if self.waiting[key] == 0]
+
+    def start(self, step: Step) -> int:
+        """Mark a step running; returns its attempt number (1-based)."""
+        self.status[step.key] = "running"
+        self.attempts[step.key] += 1
+        return self.attempts[step.key]
+
+    def finish(self, result: StepResult) -> tuple[list[Step], list[str]]:
+        """Record a step's final result; returns (steps now ready, steps now skipped)."""
+        self.results[result.step_key] = result
+        self.status[result.step_key] = result.status
+        if result.status == "failed":
+            self.failures.append(result)
+        ready: list[Step] = []
+        skipped: list[str] = []
+        for out in result.outputs:
+            self.output_status[out.name] = out.status
+            for consumer in self.plan.consumers.get(out.name, ()):
+                if self.status[consumer] != "pending":
+                    continue
+                if out.status == "failed":
+                    self._skip(consumer, skipped)
+                else:
+                    self.waiting[consumer] -= 1
+                    if self.waiting[consumer] == 0:
+                        ready.append(self.plan.steps[consumer])
+        return ready, skipped
+
+    def _skip(self, key: str, skipped: list[str]) -> None:
+        stack = [key]
+        while stack:
+            current = stack.pop()
+            if self.status[current] != "pending":
+                continue
+            self.status[current] = "skipped"
+            skipped.append(current)
+            for out in self.plan.steps[current].outputs:
+                self.output_status[out] = "skipped"
+                stack.extend(self.plan.consumers.get(out, ()))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for status in self.status.values():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+    def materialized_assets(self) -> list[str]:
+        return [out for key, step in self.plan.steps.items() if self.status[key] in ("succeeded", "failed")
+                for out in step.outputs]
+
+    def failed_assets(self) -> list[tuple[str, str]]:
+        failed: list[tuple[str, str]] = []
+        for key, step in self.plan.steps.items():
+            result = self.results.get(key)
+            for out in step.outputs:
+                if self.output_status.get(out) == "skipped":
+                    failed.append((out, SKIPPED_MESSAGE))
+                elif result is not None:
+                    report = next((o for o in result.outputs if o.name == out), None)
+                    if report is not None and report.status == "failed" and report.error is not None:
+                        failed.append((out, report.error.summary()))
+        return failed

@@ -1,0 +1,130 @@
+"""Retry policies, backoff, hooks and compute requests (API.md §7)."""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rivers.exceptions import WorkerLost
+
+
+class RetryOn(enum.Enum):
+    ALL = "all"
+    TRANSIENT = "transient"
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (MemoryError, TimeoutError, WorkerLost)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retry `n` (1-based): constant, linear or exponential, with jitter and a cap."""
+
+    kind: str
+    base: float
+    initial: float = 0.0
+    factor: float = 2.0
+    jitter: float = 0.0
+    max_delay: float | None = None
+
+    @staticmethod
+    def constant(delay: float, *, jitter: float = 0.0, max_delay: float | None = None) -> Backoff:
+        return Backoff("constant", delay, jitter=jitter, max_delay=max_delay)
+
+    @staticmethod
+    def linear(step: float, *, initial: float = 0.0, jitter: float = 0.0, max_delay: float | None = None) -> Backoff:
+        return Backoff("linear", step, initial=initial, jitter=jitter, max_delay=max_delay)
+
+    @staticmethod
+    def exponential(
+        initial: float, *, factor: float = 2.0, jitter: float = 0.0, max_delay: float | None = None
+    ) -> Backoff:
+        return Backoff("exponential", initial, factor=factor, jitter=jitter, max_delay=max_delay)
+
+    def delay(self, retry_number: int) -> float:
+        if self.kind == "constant":
+            delay = self.base
+        elif self.kind == "linear":
+            delay = self.initial + self.base * retry_number
+        else:
+            delay = self.base * self.factor ** (retry_number - 1)
+        if self.jitter:
+            delay += random.uniform(0, self.jitter * delay)
+        if self.max_delay is not None:
+            delay = min(delay, self.max_delay)
+        return max(0.0, delay)
+
+
+class RetryPolicy:
+    """Run a failing step again, at most `1 + max_retries` times in all."""
+
+    def __init__(
+        self,
+        max_retries: int = 1,
+        *,
+        backoff: Backoff | None = None,
+        retry_on: RetryOn | Sequence[type[BaseException]] | None = None,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if retry_on is not None and not isinstance(retry_on, RetryOn):
+            for item in retry_on:
+                if not (isinstance(item, type) and issubclass(item, BaseException)):
+                    raise TypeError(f"retry_on must list exception classes, got {item!r}")
+            retry_on = tuple(retry_on)
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.retry_on: RetryOn | tuple[type[BaseException], ...] = retry_on or RetryOn.ALL
+
+    def retries(self, error_type: type[BaseException] | None) -> bool:
+        """Whether an error of this type is worth another attempt."""
+        if self.retry_on is RetryOn.ALL:
+            return True
+        classes = TRANSIENT_ERRORS if self.retry_on is RetryOn.TRANSIENT else self.retry_on
+        return error_type is not None and issubclass(error_type, classes)
+
+    def delay(self, retry_number: int) -> float:
+        return self.backoff.delay(retry_number) if self.backoff else 0.0
+
+    def __repr__(self) -> str:
+        return f"RetryPolicy(max_retries={self.max_retries}, backoff={self.backoff!r}, retry_on={self.retry_on!r})"
+
+
+@dataclass
+class HookContext:
+    """What a hook callable receives."""
+
+    asset_name: str
+    run_id: str
+    output: Any = None
+    error: BaseException | None = None
+    metadata: dict[str, Any] | None = None
+    config: Any = None
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A callable run after a step succeeded or failed; errors in it are logged, never fatal."""
+
+    on: str
+    fn: Callable[[HookContext], Any]
+
+    @staticmethod
+    def success(fn: Callable[[HookContext], Any]) -> Hook:
+        return Hook("success", fn)
+
+    @staticmethod
+    def failure(fn: Callable[[HookContext], Any]) -> Hook:
+        return Hook("failure", fn)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Per-step pod resources under Kubernetes."""
+
+    cpu: str | None = None
+    memory: str | None = None
+    gpu: int | None = None

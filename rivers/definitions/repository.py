@@ -1,0 +1,227 @@
+"""CodeRepository: the registry users materialize from (API.md §3). Thin: resolve -> plan -> coordinate."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from pydantic import BaseModel
+
+from rivers.definitions.assets import Asset
+from rivers.definitions.executors import Executor
+from rivers.definitions.jobs import Job
+from rivers.definitions.nodes import NodeDefinition
+from rivers.definitions.policies import RetryPolicy
+from rivers.definitions.resources import coerce_resource, setup_resource, teardown_resource
+from rivers.definitions.tasks import Task
+from rivers.exceptions import (
+    AssetNotFoundError,
+    ConfigurationError,
+    GraphValidationError,
+    NodeNotFoundError,
+)
+from rivers.io.base import BaseIOHandler, InputContext
+from rivers.io.memory import InMemoryIOHandler
+from rivers.resolve import ResolvedGraph, Resolver, resolve_retry
+from rivers.results import RunResult
+
+
+class CodeRepository:
+    """Assets, tasks, jobs and resources; resolved lazily on first use, before any step runs."""
+
+    def __init__(
+        self,
+        assets: list[Asset],
+        tasks: list[Task] | None = None,
+        jobs: list[Job] | None = None,
+        default_executor: Executor | None = None,
+        resources: dict[str, Any] | None = None,
+        retries: dict[str, RetryPolicy] | None = None,
+        default_retry_policy: RetryPolicy | str | None = None,
+        default_io_handler: BaseIOHandler | None = None,
+    ) -> None:
+        self._resources: dict[str, BaseModel] = {k: coerce_resource(k, v) for k, v in (resources or {}).items()}
+        self._definitions: list[NodeDefinition] = [*assets, *(tasks or [])]
+        for item in self._definitions:
+            if not isinstance(item, NodeDefinition):
+                raise GraphValidationError(
+                    f"CodeRepository takes Asset, Task and BashTask definitions, got {type(item).__name__}"
+                )
+        self._jobs = list(jobs or [])
+        self.default_executor = default_executor
+        self._retries = dict(retries or {})
+        self._default_retry = default_retry_policy
+        self._default_io_handler = default_io_handler
+        self._memory = InMemoryIOHandler()
+        self._graph: ResolvedGraph | None = None
+        self._set_up: list[BaseModel] = []
+        self._lock = threading.RLock()
+
+    # -- resolution -------------------------------------------------------------------------
+    def _resolve(self) -> ResolvedGraph:
+        with self._lock:
+            if self._graph is None:
+                if self._default_io_handler is not None and not isinstance(self._default_io_handler, BaseIOHandler):
+                    raise ConfigurationError(
+                        f"default_io_handler must be a BaseIOHandler, got {type(self._default_io_handler).__name__}"
+                    )
+                resolver = Resolver(
+                    self._definitions, self._resources, self._default_io_handler or self._memory,
+                    self._default_io_handler is not None, self._retries,
+                )
+                graph = resolver.resolve()
+                self._default_retry_policy = resolve_retry(self._default_retry, self._retries, "default_retry_policy")
+                self._validate_jobs(graph)
+                self._setup_resources()
+                self._graph = graph
+            return self._graph
+
+    def _validate_jobs(self, graph: ResolvedGraph) -> None:
+        seen: set[str] = set()
+        for job in self._jobs:
+            if job.name in seen:
+                raise GraphValidationError(f"Duplicate job name: '{job.name}'")
+            seen.add(job.name)
+            resolve_retry(job.retry, self._retries, f"job '{job.name}'")
+            outputs = self._job_outputs(graph, job)
+            for out in outputs:
+                node = graph.node_of(out)
+                for need in node.needs:
+                    if need in outputs or not graph.node_of(need).runnable:
+                        continue
+                    if not job.allow_incomplete_deps:
+                        raise GraphValidationError(
+                            f"Job '{job.name}' includes '{node.name}' but not its upstream '{need}'; add '{need}' "
+                            f"to the job or pass allow_incomplete_deps=True to load it from its io_handler"
+                        )
+
+    def _job_outputs(self, graph: ResolvedGraph, job: Job) -> set[str]:
+        outputs: set[str] = set()
+        for name in job.node_names:
+            if name in graph.nodes:
+                outputs.update(graph.nodes[name].outputs)
+            elif name in graph.producer:
+                outputs.add(name)
+            else:
+                raise NodeNotFoundError(f"Job '{job.name}': node '{name}' not found in the repository")
+        return outputs
+
+    def _setup_resources(self) -> None:
+        for value in self._resources.values():
+            setup_resource(value)
+            self._set_up.append(value)
+
+    def validate(self) -> None:
+        """Resolve the repository now; raises the first problem found."""
+        self._resolve()
+
+    # -- lookups ----------------------------------------------------------------------------
+    @property
+    def assets(self) -> dict[str, Asset]:
+        graph = self._resolve()
+        return {out: node.definition for out, node in ((o, graph.node_of(o)) for o in graph.producer)
+                if isinstance(node.definition, Asset)}  # type: ignore[misc]
+
+    def get_job(self, name: str) -> Job:
+        self._resolve()
+        for job in self._jobs:
+            if job.name == name:
+                return job.bound_to(self)
+        raise NodeNotFoundError(f"Job '{name}' not found in the repository")
+
+    def io_handler_for_output(self, name: str) -> BaseIOHandler:
+        graph = self._resolve()
+        if name not in graph.producer:
+            raise NodeNotFoundError(f"Node '{name}' not found in the repository")
+        return graph.node_of(name).outputs[name].handler
+
+    def load_node(self, name: str, *, type_hint: Any = None) -> Any:
+        """Load a node's last written value through its IO handler."""
+        graph = self._resolve()
+        if name not in graph.producer:
+            raise NodeNotFoundError(f"Node '{name}' not found in the repository")
+        slot = graph.node_of(name).outputs[name]
+        return slot.handler.load_input(InputContext(name, None, slot.metadata, type_hint))
+
+    # -- runs -------------------------------------------------------------------------------
+    def materialize(
+        self,
+        selection: list[str] | str | None = None,
+        tags: dict[str, str] | list[str] | None = None,
+        raise_on_error: bool = True,
+        config: dict[str, Any] | None = None,
+        run_id_override: str | None = None,
+        include_upstream: bool = False,
+        resume: bool = False,
+        retry: RetryPolicy | str | None = None,
+    ) -> RunResult:
+        """Run the selection (everything by default) and return its RunResult."""
+        from rivers.run import RunRequest, execute_run
+
+        graph = self._resolve()
+        if resume:
+            raise NotImplementedError("materialize(resume=True) needs a run store; it is not supported yet")
+        outputs = self._selected_outputs(graph, selection, include_upstream)
+        request = RunRequest(
+            outputs=outputs, executor=self.default_executor, executor_explicit=self.default_executor is not None,
+            tags=tags, config=config, raise_on_error=raise_on_error, run_id=run_id_override or str(uuid.uuid4()),
+            retry=resolve_retry(retry, self._retries, "materialize(retry=)") or self._default_retry_policy,
+        )
+        return execute_run(self, graph, request)
+
+    def _execute_job(
+        self, job: Job, *, tags: Any, config: dict[str, Any] | None, raise_on_error: bool
+    ) -> RunResult:
+        from rivers.run import RunRequest, execute_run
+
+        graph = self._resolve()
+        executor = job.executor or self.default_executor
+        request = RunRequest(
+            outputs=self._job_outputs(graph, job), executor=executor, executor_explicit=executor is not None,
+            tags=tags, config=config, raise_on_error=raise_on_error, run_id=str(uuid.uuid4()),
+            retry=resolve_retry(job.retry, self._retries, f"job '{job.name}'") or self._default_retry_policy,
+            job_name=job.name,
+        )
+        return execute_run(self, graph, request)
+
+    def _selected_outputs(
+        self, graph: ResolvedGraph, selection: list[str] | str | None, include_upstream: bool
+    ) -> set[str]:
+        if selection is None:
+            return {out for out in graph.producer if graph.node_of(out).runnable}
+        names = [selection] if isinstance(selection, str) else list(selection)
+        outputs: set[str] = set()
+        for name in names:
+            if name in graph.nodes:
+                outputs.update(graph.nodes[name].outputs)
+            elif name in graph.producer:
+                outputs.add(name)
+            else:
+                raise AssetNotFoundError(f"Asset '{name}' not found in the repository")
+        if include_upstream:
+            stack = list(outputs)
+            while stack:
+                for need in graph.node_of(stack.pop()).needs:
+                    if need not in outputs:
+                        outputs.add(need)
+                        stack.append(need)
+        return {out for out in outputs if graph.node_of(out).runnable}
+
+    @property
+    def resources(self) -> dict[str, BaseModel]:
+        return dict(self._resources)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Tear down the resources set up at resolution."""
+        with self._lock:
+            while self._set_up:
+                teardown_resource(self._set_up.pop())
+            self._graph = None  # the next use resolves (and sets resources up) again
+
+    def __enter__(self) -> CodeRepository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

@@ -1,0 +1,59 @@
+"""The public errors of rivers (API.md §8) and a few internal ones."""
+
+from __future__ import annotations
+
+
+class AssetDefinitionError(Exception):
+    """An asset is defined or used wrongly."""
+
+
+class AssetNotFoundError(Exception):
+    """A selection names an asset the repository does not have."""
+
+
+class AssetOutputValidationError(Exception):
+    """A value contradicts its function's return annotation."""
+
+
+class ConfigurationError(Exception):
+    """Configuration (executors, resources, IO handlers, run config) is invalid."""
+
+
+class ExecutionError(Exception):
+    """A run or step could not execute."""
+
+
+class GraphValidationError(Exception):
+    """The asset graph is invalid (cycles, unresolved inputs, bad jobs)."""
+
+
+class NodeNotFoundError(Exception):
+    """A node name is unknown to the repository."""
+
+
+class TaskDefinitionError(Exception):
+    """A task is defined or used wrongly."""
+
+
+class SpecError(ExecutionError):
+    """A step spec could not be turned back into live objects (names the step)."""
+
+
+class WorkerLost(ExecutionError):
+    """The process running a step died; an infrastructure failure."""
+
+
+class BadSignature(ExecutionError):
+    """A pickled payload's HMAC did not verify; it is never unpickled."""
+
+
+__all__ = [
+    "AssetDefinitionError",
+    "AssetNotFoundError",
+    "AssetOutputValidationError",
+    "ConfigurationError",
+    "ExecutionError",
+    "GraphValidationError",
+    "NodeNotFoundError",
+    "TaskDefinitionError",
+]

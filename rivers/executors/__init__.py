@@ -1,0 +1,21 @@
+"""Executors consume step queues; this module picks the queue for each executor key of a plan."""
+
+from __future__ import annotations
+
+from rivers.definitions.executors import Executor, Parallel
+from rivers.exceptions import ConfigurationError
+from rivers.plan import Plan
+from rivers.queues.base import StepQueue
+
+
+def queues_for(plan: Plan, executor: Executor) -> dict[str, StepQueue]:
+    """The queue of every executor key the plan uses, apart from in_process (run by the coordinator)."""
+    queues: dict[str, StepQueue] = {}
+    for key in {step.executor for step in plan.steps.values()} - {"in_process"}:
+        if key == "parallel":
+            from rivers.executors.parallel import parallel_queue
+
+            queues[key] = parallel_queue(executor if isinstance(executor, Parallel) else Executor.parallel())
+        else:
+            raise ConfigurationError(f"The '{key}' executor is not available in this version of rivers")
+    return queues

@@ -1,0 +1,82 @@
+"""The IO handler contract: BaseIOHandler and the contexts it receives (API.md §6)."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OutputContext:
+    """What a handler knows when it writes one output."""
+
+    __slots__ = ("asset_name", "asset_metadata", "type_hint", "output_metadata", "data_version", "run_id")
+
+    def __init__(
+        self,
+        asset_name: str,
+        asset_metadata: dict[str, str],
+        type_hint: Any = None,
+        output_metadata: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.asset_name = asset_name
+        self.asset_metadata = asset_metadata
+        self.type_hint = type_hint
+        self.output_metadata: dict[str, Any] = dict(output_metadata or {})
+        self.data_version: str | None = None
+        self.run_id = run_id
+
+    def add_output_metadata(self, metadata: dict[str, Any]) -> None:
+        self.output_metadata.update(metadata)
+
+    def register_data_version(self, version: str) -> None:
+        self.data_version = version
+
+    def __repr__(self) -> str:
+        return f"OutputContext(asset_name={self.asset_name!r})"
+
+
+class InputContext:
+    """What a handler knows when it loads one input."""
+
+    __slots__ = ("asset_name", "downstream_asset", "asset_metadata", "type_hint")
+
+    def __init__(
+        self,
+        asset_name: str,
+        downstream_asset: str | None = None,
+        asset_metadata: dict[str, str] | None = None,
+        type_hint: Any = None,
+    ) -> None:
+        self.asset_name = asset_name
+        self.downstream_asset = downstream_asset
+        self.asset_metadata = asset_metadata or {}
+        self.type_hint = type_hint
+
+    def __repr__(self) -> str:
+        return f"InputContext(asset_name={self.asset_name!r}, downstream_asset={self.downstream_asset!r})"
+
+
+class BaseIOHandler(BaseSettings, abc.ABC):
+    """Writes a node's value and loads it for its downstream steps.
+
+    Subclasses are pydantic settings: their fields are their configuration, which is how a
+    handler travels to a worker process (`model_dump_json` -> `model_validate_json`).
+    """
+
+    model_config = SettingsConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    #: True when values live in this process only (they cannot be read by another process).
+    process_local: ClassVar[bool] = False
+
+    def is_process_local(self) -> bool:
+        return self.process_local
+
+    @abc.abstractmethod
+    def handle_output(self, context: OutputContext, obj: Any) -> None: ...
+
+    @abc.abstractmethod
+    def load_input(self, context: InputContext) -> Any: ...
+

@@ -1,0 +1,121 @@
+"""Planning: a selection of the resolved graph becomes steps with upstreams, level and executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rivers.definitions.executors import Executor
+from rivers.exceptions import GraphValidationError
+from rivers.resolve import ResolvedGraph, ResolvedNode
+
+
+@dataclass(slots=True)
+class Step:
+    """One unit of execution: a node (with the outputs selected) and where it runs."""
+
+    key: str
+    node: ResolvedNode
+    outputs: tuple[str, ...]  # selected outputs, in declaration order
+    needs: frozenset[str]  # upstream outputs produced by steps of this plan
+    upstream_steps: frozenset[str]
+    level: int
+    executor: str  # the queue it goes to: "in_process" | "parallel" | "kubernetes"
+    requested_executor: str  # what the user asked for, before process-local values moved it
+    live: bool  # needs the coordinator's process (a process-local IO handler)
+
+    @property
+    def is_async(self) -> bool:
+        return self.node.definition.is_async
+
+
+@dataclass
+class Plan:
+    steps: dict[str, Step]  # in topological order
+    consumers: dict[str, list[str]]  # output name -> step keys that need it
+    moved: list[str]  # steps moved to the coordinator although another executor was asked for
+
+    def output_names(self) -> list[str]:
+        return [out for step in self.steps.values() for out in step.outputs]
+
+
+def build_plan(
+    graph: ResolvedGraph,
+    selected_outputs: set[str],
+    executor: Executor,
+    executor_explicit: bool,
+) -> Plan:
+    """Steps for the selected outputs of runnable nodes (selection already expanded and validated)."""
+    wanted: dict[str, list[str]] = {}
+    for name, node in graph.nodes.items():
+        if node.runnable:
+            outs = [out for out in node.outputs if out in selected_outputs]
+            if outs:
+                wanted[name] = outs
+    steps: dict[str, Step] = {}
+    consumers: dict[str, list[str]] = {}
+    moved: list[str] = []
+    for name in topological_order(graph, set(wanted)):
+        node = graph.nodes[name]
+        needs = frozenset(out for out in node.needs if out in selected_outputs and graph.producer[out] in wanted)
+        check_loadable(graph, node, needs)
+        upstream = frozenset(graph.producer[out] for out in needs)
+        level = 1 + max((steps[up].level for up in upstream), default=-1)
+        requested = node.executor_key or executor.key
+        live = touches_process_local(node, wanted[name])
+        runs_on = "in_process" if live and not node.definition.is_async else requested
+        if live and requested != "in_process" and (executor_explicit or node.executor_key):
+            moved.append(name)
+        steps[name] = Step(name, node, tuple(wanted[name]), needs, upstream, level, runs_on, requested, live)
+        for out in needs:
+            consumers.setdefault(out, []).append(name)
+    return Plan(steps, consumers, moved)
+
+
+def topological_order(graph: ResolvedGraph, names: set[str]) -> list[str]:
+    """Kahn's algorithm over the given nodes, stable in definition order."""
+    indegree = {name: 0 for name in names}
+    down: dict[str, list[str]] = {name: [] for name in names}
+    for name in names:
+        for up in {graph.producer[out] for out in graph.nodes[name].needs}:
+            if up in names and up != name:
+                indegree[name] += 1
+                down[up].append(name)
+    order_index = {name: i for i, name in enumerate(graph.nodes)}
+    ready = sorted((n for n, d in indegree.items() if d == 0), key=order_index.__getitem__)
+    order: list[str] = []
+    while ready:
+        current = ready.pop(0)
+        order.append(current)
+        for child in sorted(down[current], key=order_index.__getitem__):
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    return order
+
+
+def check_loadable(graph: ResolvedGraph, node: ResolvedNode, needs: frozenset[str]) -> None:
+    """Inputs produced outside the plan are loaded through an explicit IO handler, or the plan is refused."""
+    for param in node.params:
+        if param.kind != "input" or param.source in needs:
+            continue
+        assert param.source is not None
+        upstream = graph.node_of(param.source)
+        slot = upstream.outputs[param.source]
+        if not slot.explicit_handler and not _has_input_override(node, param.source):
+            raise GraphValidationError(
+                f"'{node.name}' needs '{param.source}', which is not part of this run and has no io_handler "
+                f"to load it from; include it in the run or give '{param.source}' an io_handler"
+            )
+
+
+def _has_input_override(node: ResolvedNode, source: str) -> bool:
+    deps = getattr(node.definition, "deps", [])
+    return any(d.role == "input" and d.name == source and d.io_handler is not None for d in deps)
+
+
+def touches_process_local(node: ResolvedNode, outputs: list[str]) -> bool:
+    """Whether the step reads or writes a value that lives only in this process."""
+    for out in outputs:
+        if node.outputs[out].handler.is_process_local():
+            return True
+    return any(p.handler is not None and p.handler.is_process_local() for p in node.params)

@@ -1,0 +1,1 @@
+"""Step queues: where the coordinator puts ready steps, one per executor key."""

@@ -1,0 +1,43 @@
+"""The queue contract between the coordinator and the executors that consume steps.
+
+The coordinator puts a `StepRequest` on the queue of the step's executor and learns the
+outcome from `request.report(result)`, called from any thread. An in-memory queue hands the
+request to a consumer in this process; a Redis queue sends the request's JSON spec to remote
+workers and reports what they send back. The coordinator cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from rivers.plan import Step
+from rivers.results import StepResult
+from rivers.runtime import StepCall
+
+Report = Callable[[StepResult], None]
+
+
+@dataclass(slots=True)
+class StepRequest:
+    """One attempt of one step, handed to an executor."""
+
+    step: Step
+    call: StepCall  # the live objects; a consumer that leaves the process builds a StepSpec from it
+    report: Report
+
+    @property
+    def live(self) -> bool:
+        """The step must run in the coordinator's process, on these very objects."""
+        return self.step.live
+
+
+class StepQueue(Protocol):
+    """Consumed by one executor. `put` never blocks on the step itself."""
+
+    executor: str
+
+    def put(self, request: StepRequest) -> None: ...
+
+    def cancel_run(self, run_id: str) -> None: ...

@@ -1,0 +1,301 @@
+"""Resolution: bind every parameter of every node once and reject bad graphs before anything runs.
+
+The result, a `ResolvedGraph`, is what the planner and the step runtime work from: each node's
+parameters already know whether they receive the context, `self`, an upstream value (and through
+which IO handler) or a resource.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from rivers.definitions.assets import AssetDef, ExternalAsset, MultiAsset, SelfDependency
+from rivers.definitions.contexts import CONTEXT_TYPES, AssetExecutionContext, TaskExecutionContext
+from rivers.definitions.executors import EXECUTOR_KEYS
+from rivers.definitions.nodes import NodeDefinition
+from rivers.definitions.policies import RetryPolicy
+from rivers.definitions.tasks import Task
+from rivers.exceptions import ConfigurationError, ExecutionError, GraphValidationError
+from rivers.io.base import BaseIOHandler
+
+EXECUTOR_METADATA = "rivers/executor"
+NODE_EXECUTOR_METADATA = "rivers/node/executor"
+
+
+@dataclass(slots=True)
+class Param:
+    """How one parameter of a step function gets its value."""
+
+    name: str
+    kind: str  # "context" | "self" | "input" | "resource"
+    source: str | None = None  # upstream output name, or resource key
+    type_hint: Any = None
+    handler: BaseIOHandler | None = None  # loads "input" / "self"
+    metadata: dict[str, str] = field(default_factory=dict)  # the upstream's metadata (InputContext)
+
+
+@dataclass(slots=True)
+class OutputSlot:
+    """One output of a node and the handler that writes it."""
+
+    name: str
+    handler: BaseIOHandler
+    metadata: dict[str, str]
+    explicit_handler: bool  # False when the handler is the repository's in-memory fallback
+
+
+@dataclass
+class ResolvedNode:
+    """A node with every parameter bound; a planner step is made from one of these."""
+
+    name: str
+    definition: NodeDefinition
+    params: list[Param]
+    outputs: dict[str, OutputSlot]
+    needs: set[str]  # upstream output names: inputs and ordering-only deps
+    context_type: type | None
+    config_type: type[BaseModel] | None
+    return_hint: Any
+    retry: RetryPolicy | None
+    executor_key: str | None  # from rivers/executor metadata
+
+    @property
+    def runnable(self) -> bool:
+        return not isinstance(self.definition, ExternalAsset)
+
+
+@dataclass
+class ResolvedGraph:
+    nodes: dict[str, ResolvedNode]  # node name -> node (multi-assets under their own name)
+    producer: dict[str, str]  # output name -> node name
+
+    def node_of(self, output: str) -> ResolvedNode:
+        return self.nodes[self.producer[output]]
+
+    def downstream_nodes(self) -> dict[str, set[str]]:
+        down: dict[str, set[str]] = {name: set() for name in self.nodes}
+        for node in self.nodes.values():
+            for out in node.needs:
+                down[self.producer[out]].add(node.name)
+        return down
+
+
+def type_hints_of(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Annotations with string annotations evaluated; raw annotations where that fails."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable forward refs: keep what is there
+        return dict(getattr(fn, "__annotations__", {}))
+
+
+def context_class(hint: Any) -> type | None:
+    """The context class a hint names (bare or subscripted with a config model), else None."""
+    origin = typing.get_origin(hint) or hint
+    if isinstance(origin, type) and issubclass(origin, CONTEXT_TYPES):
+        return origin
+    if isinstance(hint, str) and hint.split("[")[0].split(".")[-1] in ("AssetExecutionContext", "TaskExecutionContext"):
+        return AssetExecutionContext if hint.split("[")[0].endswith("AssetExecutionContext") else TaskExecutionContext
+    return None
+
+
+def config_type_of(hint: Any) -> type[BaseModel] | None:
+    args = typing.get_args(hint)
+    if args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
+
+
+def is_self_dependency(name: str, hint: Any) -> bool:
+    return name == "self" and (typing.get_origin(hint) or hint) is SelfDependency
+
+
+class Resolver:
+    """Turns the repository's definitions into a ResolvedGraph, or raises naming the bad node."""
+
+    def __init__(
+        self,
+        definitions: list[NodeDefinition],
+        resources: dict[str, BaseModel],
+        default_handler: BaseIOHandler,
+        default_handler_is_explicit: bool,
+        named_retries: dict[str, RetryPolicy],
+    ) -> None:
+        self.definitions = definitions
+        self.resources = resources
+        self.default_handler = default_handler
+        self.default_handler_is_explicit = default_handler_is_explicit
+        self.named_retries = named_retries
+
+    def resolve(self) -> ResolvedGraph:
+        producer = self._index_outputs()
+        for key in self.resources:
+            if key in producer:
+                warnings.warn(f"Resource key '{key}' shadows an asset", stacklevel=4)
+        nodes: dict[str, ResolvedNode] = {}
+        for definition in self.definitions:
+            node = self._resolve_node(definition, producer)
+            nodes[node.name] = node
+        for node in nodes.values():  # inputs load through the handler of the output they read
+            for param in node.params:
+                if param.kind == "input" and param.handler is None:
+                    slot = nodes[producer[param.source]].outputs[param.source]  # type: ignore[index]
+                    param.handler = slot.handler
+                    param.metadata = slot.metadata
+        graph = ResolvedGraph(nodes, producer)
+        check_acyclic(graph)
+        return graph
+
+    def _index_outputs(self) -> dict[str, str]:
+        producer: dict[str, str] = {}
+        node_names: set[str] = set()
+        for definition in self.definitions:
+            if definition.name in node_names:
+                raise GraphValidationError(f"Duplicate node name: '{definition.name}'")
+            node_names.add(definition.name)
+            for out in definition.output_names:
+                if out in producer:
+                    raise GraphValidationError(
+                        f"Duplicate asset name: '{out}' is produced by '{producer[out]}' and '{definition.name}'"
+                    )
+                producer[out] = definition.name
+        return producer
+
+    def handler_for(self, spec: BaseIOHandler | str | type | None, owner: str) -> BaseIOHandler | None:
+        """Resolve an `io_handler=` value (instance, class, or resource key) for `owner`."""
+        if spec is None:
+            return None
+        if isinstance(spec, str):
+            if spec not in self.resources:
+                raise ConfigurationError(f"io_handler '{spec}' of '{owner}' is not a resource key of the repository")
+            value = self.resources[spec]
+            if not isinstance(value, BaseIOHandler):
+                raise ConfigurationError(
+                    f"Resource '{spec}' used as io_handler of '{owner}' is not a BaseIOHandler, "
+                    f"got {type(value).__name__}"
+                )
+            return value
+        if isinstance(spec, type) and issubclass(spec, BaseIOHandler):
+            return spec()
+        if not isinstance(spec, BaseIOHandler):
+            raise ConfigurationError(
+                f"io_handler of '{owner}' must be a BaseIOHandler subclass instance, got {type(spec).__name__}"
+            )
+        return spec
+
+    def _outputs(self, definition: NodeDefinition) -> dict[str, OutputSlot]:
+        node_handler = self.handler_for(definition.io_handler, definition.name)
+        outputs: dict[str, OutputSlot] = {}
+        output_defs = definition.output_defs if isinstance(definition, MultiAsset) else [
+            AssetDef(definition.name, None, definition.metadata)
+        ]
+        for out in output_defs:
+            handler = self.handler_for(out.io_handler, out.name) or node_handler
+            metadata = {**definition.metadata, **out.metadata}
+            explicit = handler is not None or self.default_handler_is_explicit
+            outputs[out.name] = OutputSlot(out.name, handler or self.default_handler, metadata, explicit)
+        return outputs
+
+    def _retry(self, definition: NodeDefinition) -> RetryPolicy | None:
+        return resolve_retry(definition.retry, self.named_retries, definition.name)
+
+    def _resolve_node(self, definition: NodeDefinition, producer: dict[str, str]) -> ResolvedNode:
+        name = definition.name
+        executor_key = definition.metadata.get(EXECUTOR_METADATA)
+        if executor_key is not None and executor_key not in EXECUTOR_KEYS:
+            raise ConfigurationError(f"Unknown executor in rivers/executor metadata: '{executor_key}'")
+        outputs = self._outputs(definition)
+        node = ResolvedNode(
+            name=name, definition=definition, params=[], outputs=outputs, needs=set(),
+            context_type=None, config_type=None, return_hint=None, retry=self._retry(definition),
+            executor_key=executor_key,
+        )
+        if definition.fn is None or isinstance(definition, ExternalAsset):
+            return node
+        overrides = {d.name: d for d in getattr(definition, "deps", []) if d.role == "input"}
+        for dep in getattr(definition, "deps", []):
+            if dep.name not in producer:
+                raise GraphValidationError(f"unresolved input '{dep.name}' of '{name}': no such asset")
+            node.needs.add(dep.name)
+        hints = type_hints_of(definition.fn)
+        node.return_hint = hints.get("return", inspect.Signature.empty)
+        signature = inspect.signature(definition.fn)
+        for index, (pname, parameter) in enumerate(signature.parameters.items()):
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue
+            hint = hints.get(pname)
+            ctx = context_class(hint)
+            if ctx is not None or pname == "context":
+                if index != 0:
+                    raise ExecutionError(f"Context must be the first parameter of '{name}'")
+                node.context_type = ctx or (TaskExecutionContext if isinstance(definition, Task) else AssetExecutionContext)
+                node.config_type = config_type_of(hint)
+                node.params.append(Param(pname, "context", type_hint=hint))
+                continue
+            if parameter.default is not parameter.empty:
+                continue
+            node.params.append(self._bind(node, pname, hint, producer, overrides))
+        return node
+
+    def _bind(
+        self, node: ResolvedNode, pname: str, hint: Any, producer: dict[str, str], overrides: dict[str, AssetDef]
+    ) -> Param:
+        if is_self_dependency(pname, hint):
+            slot = node.outputs[node.name] if node.name in node.outputs else next(iter(node.outputs.values()))
+            args = typing.get_args(hint)
+            return Param(pname, "self", node.name, args[0] if args else None, slot.handler, slot.metadata)
+        if pname in producer:
+            node.needs.add(pname)
+            override = overrides.get(pname)
+            handler = self.handler_for(override.io_handler, f"{node.name}.{pname}") if override else None
+            metadata = dict(override.metadata) if override and override.metadata else {}
+            return Param(pname, "input", pname, hint, handler, metadata)
+        if pname in self.resources:
+            return Param(pname, "resource", pname, hint)
+        raise GraphValidationError(
+            f"unresolved input '{pname}' of '{node.name}': no asset, task or resource has that name"
+        )
+
+
+def resolve_retry(
+    retry: RetryPolicy | str | None, named: dict[str, RetryPolicy], owner: str
+) -> RetryPolicy | None:
+    if retry is None or isinstance(retry, RetryPolicy):
+        return retry
+    if retry not in named:
+        raise ConfigurationError(f"Unknown retry policy '{retry}' of '{owner}'")
+    return named[retry]
+
+
+def check_acyclic(graph: ResolvedGraph) -> None:
+    """Raise GraphValidationError naming the first cycle found."""
+    down = graph.downstream_nodes()
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for root in graph.nodes:
+        if state.get(root):
+            continue
+        path: list[str] = []
+        stack: list[tuple[str, Iterable[str]]] = [(root, iter(sorted(down[root])))]
+        state[root] = 1
+        path.append(root)
+        while stack:
+            current, children = stack[-1]
+            child = next(children, None)  # type: ignore[call-overload]
+            if child is None:
+                stack.pop()
+                path.pop()
+                state[current] = 2
+                continue
+            if state.get(child) == 1:
+                cycle = path[path.index(child):] + [child]
+                raise GraphValidationError(f"Cycle detected: {' -> '.join(cycle)}")
+            if not state.get(child):
+                state[child] = 1
+                path.append(child)
+                stack.append((child, iter(sorted(down[child]))))

@@ -1,0 +1,89 @@
+"""What a step reports (StepResult, JSON-serialisable) and what a run returns (RunResult)."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+StepStatus = Literal["succeeded", "failed"]
+
+
+class StepError(BaseModel):
+    """An exception as data: enough to name it, show it and rebuild its type elsewhere."""
+
+    type: str
+    module: str
+    message: str
+    traceback: str = ""
+    infrastructure: bool = False  # the worker died or could not run the step at all
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, infrastructure: bool = False) -> StepError:
+        return cls(
+            type=type(exc).__qualname__,
+            module=type(exc).__module__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            infrastructure=infrastructure,
+        )
+
+    def summary(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+class OutputResult(BaseModel):
+    name: str
+    status: StepStatus
+    metadata: dict[str, Any] = {}
+    data_version: str | None = None
+    error: StepError | None = None
+
+
+class LogEntry(BaseModel):
+    """A record of `context.log`, or captured stdout/stderr, from wherever the step ran."""
+
+    logger: str
+    level: str
+    message: str
+    created: float
+
+
+class StepResult(BaseModel):
+    """The report of one attempt of one step."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    run_id: str
+    step_key: str
+    attempt: int
+    status: StepStatus
+    outputs: list[OutputResult]
+    error: StepError | None = None
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    pid: int = 0
+    logs: list[LogEntry] = []
+    _exception: BaseException | None = PrivateAttr(default=None)
+
+    @property
+    def exception(self) -> BaseException | None:
+        """The live exception when the step ran in this process (or was rebuilt from a worker)."""
+        return self._exception
+
+    def with_exception(self, exc: BaseException | None) -> StepResult:
+        self._exception = exc
+        return self
+
+
+@dataclass
+class RunResult:
+    """The outcome of a run (API.md §4)."""
+
+    success: bool
+    run_id: str
+    materialized_assets: list[str] = field(default_factory=list)
+    failed_assets: list[tuple[str, str]] = field(default_factory=list)
+    step_results: dict[str, StepResult] = field(default_factory=dict, repr=False)

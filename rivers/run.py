@@ -1,0 +1,81 @@
+"""One run from request to RunResult: plan the selection, pick the queues, coordinate, raise if asked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from rivers.coordinator.coordinator import Coordinator, RunListener
+from rivers.definitions.executors import Executor
+from rivers.definitions.policies import RetryPolicy
+from rivers.exceptions import ConfigurationError
+from rivers.executors import queues_for
+from rivers.launch import parse_launch
+from rivers.plan import build_plan
+from rivers.resolve import ResolvedGraph
+from rivers.results import RunResult
+
+if TYPE_CHECKING:
+    from rivers.definitions.repository import CodeRepository
+
+_listeners: list[RunListener] = []
+
+
+@contextmanager
+def listening(listener: RunListener) -> Iterator[None]:
+    """Send the step events of every run started inside this block to `listener` (the CLI's progress)."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
+
+
+def _broadcast(event: str, step: Any, result: Any) -> None:
+    for listener in list(_listeners):
+        listener(event, step, result)
+
+
+@dataclass
+class RunRequest:
+    outputs: set[str]
+    executor: Executor | None
+    executor_explicit: bool
+    tags: Any
+    config: dict[str, Any] | None
+    raise_on_error: bool
+    run_id: str
+    retry: RetryPolicy | None
+    job_name: str | None = None
+
+
+def run_resources(repository: CodeRepository, overrides: dict[str, dict[str, Any]]) -> dict[str, BaseModel]:
+    """The repository's resources, with this run's field overrides applied to copies."""
+    resources = repository.resources
+    for key, fields in overrides.items():
+        if key not in resources:
+            raise ConfigurationError(f"run config overrides resource '{key}', which the repository does not have")
+        resources[key] = resources[key].model_copy(update=fields)
+    return resources
+
+
+def execute_run(repository: CodeRepository, graph: ResolvedGraph, request: RunRequest) -> RunResult:
+    launch = parse_launch(request.config)
+    executor = launch.executor or request.executor or Executor.parallel()
+    explicit = launch.executor is not None or request.executor_explicit
+    plan = build_plan(graph, request.outputs, executor, explicit)
+    coordinator = Coordinator(
+        run_id=request.run_id, plan=plan, queues=queues_for(plan, executor),
+        resources=run_resources(repository, launch.resources), step_config=launch.steps, retry=request.retry,
+        listener=_broadcast if _listeners else None,
+    )
+    result = coordinator.execute()
+    if request.raise_on_error and not result.success:
+        exc = coordinator.first_exception()
+        if exc is not None:
+            raise exc
+    return result

@@ -1,0 +1,261 @@
+"""The step runtime: the one place that calls user code, wherever a step runs.
+
+    StepCall (live objects) ──> build context ──> load inputs (IO handlers) ──> call fn
+        ──> unwrap Output / Materialization ──> check return type ──> write outputs
+        ──> hooks ──> StepResult
+
+The coordinator hands it a StepCall made of the user's own objects; a worker first turns a
+StepSpec back into the same StepCall (see spec.py). Nothing else differs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from rivers.definitions.assets import MultiAsset, SelfDependency
+from rivers.definitions.contexts import AssetExecutionContext, TaskExecutionContext
+from rivers.definitions.nodes import NodeDefinition
+from rivers.definitions.outputs import Materialization, Output, raw_metadata
+from rivers.definitions.policies import HookContext
+from rivers.exceptions import AssetOutputValidationError
+from rivers.io.base import InputContext, OutputContext
+from rivers.resolve import OutputSlot, Param
+from rivers.results import LogEntry, OutputResult, StepError, StepResult
+from rivers.typecheck import describe, matches
+
+logger = logging.getLogger("rivers.runtime")
+
+
+@dataclass(slots=True)
+class StepCall:
+    """Everything needed to run one attempt of one step, as live objects."""
+
+    run_id: str
+    step_key: str
+    attempt: int
+    definition: NodeDefinition
+    params: list[Param]
+    outputs: list[OutputSlot]  # the selected outputs
+    resources: Mapping[str, BaseModel]
+    context_type: type | None = None
+    config_type: type[BaseModel] | None = None
+    config: dict[str, Any] | None = None
+    return_hint: Any = inspect.Signature.empty
+    tags: list[str] = field(default_factory=list)
+
+
+class _LogCapture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.entries: list[LogEntry] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entries.append(
+            LogEntry(logger=record.name, level=record.levelname, message=record.getMessage(), created=record.created)
+        )
+
+
+class StepExecution:
+    """One attempt: prepare arguments, then turn the function's result into written outputs."""
+
+    def __init__(self, call: StepCall) -> None:
+        self.call = call
+        self.context: AssetExecutionContext[Any] | TaskExecutionContext[Any] | None = None
+        self.done: dict[str, OutputResult] = {}
+        self.values: dict[str, Any] = {}
+        self.started = time.time()
+        self.clock = time.perf_counter()
+        self.capture: _LogCapture | None = None
+
+    # -- before the call -------------------------------------------------------------------
+    def arguments(self) -> dict[str, Any]:
+        call = self.call
+        kwargs: dict[str, Any] = {}
+        for param in call.params:
+            kind = param.kind
+            if kind == "input":
+                assert param.handler is not None and param.source is not None
+                ctx = InputContext(param.source, call.step_key, param.metadata, param.type_hint)
+                kwargs[param.name] = param.handler.load_input(ctx)
+            elif kind == "context":
+                kwargs[param.name] = self._context()
+            elif kind == "resource":
+                kwargs[param.name] = call.resources[param.source]  # type: ignore[index]
+            else:  # "self"
+                kwargs[param.name] = SelfDependency(self._previous_value(param))
+        return kwargs
+
+    def _context(self) -> AssetExecutionContext[Any] | TaskExecutionContext[Any]:
+        call = self.call
+        definition = call.definition
+        config: Any = call.config or {}
+        if call.config_type is not None:
+            config = call.config_type.model_validate(config)
+        if call.context_type is TaskExecutionContext:
+            context: Any = TaskExecutionContext(task_name=definition.name, run_id=call.run_id,
+                                                tags=definition.tags, config=config)
+        else:
+            context = AssetExecutionContext(
+                asset_name=definition.name, run_id=call.run_id, tags=definition.tags,
+                kinds=getattr(definition, "kinds", []), group=getattr(definition, "group", None),
+                code_version=getattr(definition, "code_version", None), asset_metadata=definition.metadata,
+                is_multi_asset=isinstance(definition, MultiAsset),
+                output_selection=[slot.name for slot in call.outputs], config=config,
+            )
+        self.capture = _LogCapture()
+        context.log.addHandler(self.capture)
+        self.context = context
+        return context
+
+    def _previous_value(self, param: Param) -> Any:
+        assert param.handler is not None and param.source is not None
+        try:
+            return param.handler.load_input(InputContext(param.source, param.source, param.metadata, param.type_hint))
+        except (LookupError, FileNotFoundError):
+            return None
+
+    # -- after the call --------------------------------------------------------------------
+    def write(self, name: str, value: Any) -> None:
+        """Write one output (a plain value, an Output or a Materialization)."""
+        slot = next((s for s in self.call.outputs if s.name == name), None)
+        if slot is None:
+            return  # an unselected output of a multi-asset: not written
+        context = self.context
+        metadata: dict[str, Any] = dict(context.output_metadata) if context is not None else {}
+        data_version = context.data_version if context is not None else None
+        if isinstance(value, Materialization):
+            metadata.update(value.metadata or {})
+            self._succeeded(name, metadata, value.data_version or data_version, None)
+            return
+        if isinstance(value, Output):
+            metadata.update(value.metadata or {})
+            data_version = value.data_version or data_version
+            value = value.value
+        hint = self.call.return_hint
+        if not isinstance(self.call.definition, MultiAsset) and not matches(value, hint):
+            raise AssetOutputValidationError(
+                f"'{name}' returned {type(value).__name__}, which does not match its return annotation "
+                f"{describe(hint)}"
+            )
+        out_ctx = OutputContext(name, slot.metadata, hint, metadata, self.call.run_id)
+        slot.handler.handle_output(out_ctx, value)
+        self._succeeded(name, out_ctx.output_metadata, data_version or out_ctx.data_version, value)
+
+    def _succeeded(self, name: str, metadata: dict[str, Any], data_version: str | None, value: Any) -> None:
+        self.done[name] = OutputResult(name=name, status="succeeded", metadata=raw_metadata(metadata),
+                                       data_version=data_version)
+        self.values[name] = value
+
+    def write_result(self, result: Any) -> None:
+        """Write a plain function's return value (a dict of outputs for a multi-asset)."""
+        definition = self.call.definition
+        if not isinstance(definition, MultiAsset):
+            self.write(definition.name, result)
+            return
+        if not isinstance(result, dict):
+            raise AssetOutputValidationError(
+                f"Multi-asset '{definition.name}' must return a dict of outputs or yield Output, "
+                f"got {type(result).__name__}"
+            )
+        for name, value in result.items():
+            self.write(name, value)
+
+    def write_yielded(self, item: Any) -> None:
+        definition = self.call.definition
+        if not isinstance(item, Output):
+            raise AssetOutputValidationError(
+                f"Generator multi-asset must yield Output, '{definition.name}' yielded {type(item).__name__}"
+            )
+        if not item.output_name:
+            raise AssetOutputValidationError(
+                f"Output yielded by '{definition.name}' has no output_name; set Output(..., output_name=...)"
+            )
+        self.write(item.output_name, item)
+
+    def result(self, exc: BaseException | None = None) -> StepResult:
+        """The StepResult of this attempt; outputs not written fail with `exc` (or a missing-output error)."""
+        call = self.call
+        outputs: list[OutputResult] = []
+        first_error: StepError | None = None
+        first_exc = exc
+        for slot in call.outputs:
+            done = self.done.get(slot.name)
+            if done is not None:
+                outputs.append(done)
+                continue
+            missing = exc or AssetOutputValidationError(
+                f"Multi-asset '{call.definition.name}' did not yield output '{slot.name}'"
+            )
+            first_exc = first_exc or missing
+            error = StepError.from_exception(missing)
+            first_error = first_error or error
+            outputs.append(OutputResult(name=slot.name, status="failed", error=error))
+        if self.capture is not None and self.context is not None:
+            self.context.log.removeHandler(self.capture)
+        failed = first_error is not None
+        self._run_hooks(first_exc if failed else None)
+        return StepResult(
+            run_id=call.run_id, step_key=call.step_key, attempt=call.attempt,
+            status="failed" if failed else "succeeded", outputs=outputs, error=first_error,
+            started_at=self.started, duration_s=time.perf_counter() - self.clock, pid=os.getpid(),
+            logs=self.capture.entries if self.capture is not None else [],
+        ).with_exception(first_exc if failed else None)
+
+    def _run_hooks(self, error: BaseException | None) -> None:
+        definition = self.call.definition
+        if not definition.hooks:
+            return
+        wanted = "failure" if error is not None else "success"
+        output = next(iter(self.values.values()), None) if len(self.values) == 1 else dict(self.values)
+        metadata = {k: v for out in self.done.values() for k, v in out.metadata.items()}
+        config = self.context.config if self.context is not None else None
+        hc = HookContext(definition.name, self.call.run_id, output if error is None else None, error, metadata, config)
+        for hook in definition.hooks:
+            if hook.on != wanted:
+                continue
+            try:
+                hook.fn(hc)
+            except Exception:  # noqa: BLE001 - hooks are never fatal
+                logger.exception("hook of '%s' failed", definition.name)
+
+
+def run_step(call: StepCall) -> StepResult:
+    """Run a synchronous step to its StepResult; never raises for errors of user code."""
+    execution = StepExecution(call)
+    fn = call.definition.fn
+    assert fn is not None
+    try:
+        result = fn(**execution.arguments())
+        if isinstance(result, Iterator) and isinstance(call.definition, MultiAsset):
+            for item in result:
+                execution.write_yielded(item)
+        else:
+            execution.write_result(result)
+    except Exception as exc:  # noqa: BLE001 - reported in the StepResult
+        return execution.result(exc)
+    return execution.result()
+
+
+async def run_step_async(call: StepCall) -> StepResult:
+    """Run an async step (coroutine function or async generator) to its StepResult."""
+    execution = StepExecution(call)
+    fn = call.definition.fn
+    assert fn is not None
+    try:
+        produced = fn(**execution.arguments())
+        if isinstance(produced, AsyncIterator):
+            async for item in produced:
+                execution.write_yielded(item)
+        else:
+            execution.write_result(await produced)
+    except Exception as exc:  # noqa: BLE001 - reported in the StepResult
+        return execution.result(exc)
+    return execution.result()
