@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from rivers.definitions.assets import AssetDef, ExternalAsset, MultiAsset, SelfDependency
 from rivers.definitions.contexts import CONTEXT_TYPES, AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.executors import EXECUTOR_KEYS
+from rivers.definitions.graph import GraphAsset, GraphTaskNode
 from rivers.definitions.nodes import NodeDefinition
 from rivers.definitions.policies import RetryPolicy
 from rivers.definitions.tasks import Task
@@ -34,11 +35,12 @@ class Param:
     """How one parameter of a step function gets its value."""
 
     name: str
-    kind: str  # "context" | "self" | "input" | "resource"
+    kind: str  # "context" | "self" | "input" | "resource" | "const" (a literal wired in a graph body)
     source: str | None = None  # upstream output name, or resource key
     type_hint: Any = None
     handler: BaseIOHandler | None = None  # loads "input" / "self"
     metadata: dict[str, str] = field(default_factory=dict)  # the upstream's metadata (InputContext)
+    value: Any = None  # the constant of a "const" parameter
 
 
 @dataclass(slots=True)
@@ -75,6 +77,13 @@ class ResolvedNode:
 class ResolvedGraph:
     nodes: dict[str, ResolvedNode]  # node name -> node (multi-assets under their own name)
     producer: dict[str, str]  # output name -> node name
+    graphs: dict[str, GraphAsset] = field(default_factory=dict)  # graph asset name -> definition
+
+    def members(self, name: str) -> list[str]:
+        """The node names a selected name stands for: a graph's internal nodes, or the node itself."""
+        if name in self.graphs:
+            return [node.name for node in self.graphs[name].nodes]
+        return [name] if name in self.nodes else [self.producer[name]]
 
     def node_of(self, output: str) -> ResolvedNode:
         return self.nodes[self.producer[output]]
@@ -127,7 +136,10 @@ class Resolver:
         default_handler_is_explicit: bool,
         named_retries: dict[str, RetryPolicy],
     ) -> None:
-        self.definitions = definitions
+        self.graphs = {d.name: d for d in definitions if isinstance(d, GraphAsset)}
+        self.definitions = [
+            node for d in definitions for node in (d.nodes if isinstance(d, GraphAsset) else [d])
+        ]
         self.resources = resources
         self.default_handler = default_handler
         self.default_handler_is_explicit = default_handler_is_explicit
@@ -148,7 +160,7 @@ class Resolver:
                     slot = nodes[producer[param.source]].outputs[param.source]  # type: ignore[index]
                     param.handler = slot.handler
                     param.metadata = slot.metadata
-        graph = ResolvedGraph(nodes, producer)
+        graph = ResolvedGraph(nodes, producer, self.graphs)
         check_acyclic(graph)
         return graph
 
@@ -195,8 +207,14 @@ class Resolver:
         output_defs = definition.output_defs if isinstance(definition, MultiAsset) else [
             AssetDef(definition.name, None, definition.metadata)
         ]
+        if isinstance(definition, GraphTaskNode) and definition.is_final:
+            graph = definition.graph
+            assert graph is not None
+            output_defs = [*output_defs, AssetDef(graph.name, graph.io_handler or None, graph.metadata)]
         for out in output_defs:
-            handler = self.handler_for(out.io_handler, out.name) or node_handler
+            handler = self.handler_for(out.io_handler, out.name) or (
+                node_handler if out.name == definition.name else None
+            )
             metadata = {**definition.metadata, **out.metadata}
             explicit = handler is not None or self.default_handler_is_explicit
             outputs[out.name] = OutputSlot(out.name, handler or self.default_handler, metadata, explicit)
@@ -207,7 +225,7 @@ class Resolver:
 
     def _resolve_node(self, definition: NodeDefinition, producer: dict[str, str]) -> ResolvedNode:
         name = definition.name
-        executor_key = definition.metadata.get(EXECUTOR_METADATA)
+        executor_key = getattr(definition, "executor_key", None) or definition.metadata.get(EXECUTOR_METADATA)
         if executor_key is not None and executor_key not in EXECUTOR_KEYS:
             raise ConfigurationError(f"Unknown executor in rivers/executor metadata: '{executor_key}'")
         outputs = self._outputs(definition)
@@ -237,6 +255,16 @@ class Resolver:
                 node.context_type = ctx or (TaskExecutionContext if isinstance(definition, Task) else AssetExecutionContext)
                 node.config_type = config_type_of(hint)
                 node.params.append(Param(pname, "context", type_hint=hint))
+                continue
+            wire = getattr(definition, "wiring", {}).get(pname)
+            if wire is not None and wire.kind == "const":
+                node.params.append(Param(pname, "const", type_hint=hint, value=wire.value))
+                continue
+            if wire is not None:
+                if wire.source not in producer:
+                    raise GraphValidationError(f"unresolved input '{pname}' of '{name}': no asset named '{wire.source}'")
+                node.needs.add(wire.source)
+                node.params.append(Param(pname, "input", wire.source, hint))
                 continue
             if parameter.default is not parameter.empty:
                 continue

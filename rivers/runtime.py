@@ -89,6 +89,8 @@ class StepExecution:
                 kwargs[param.name] = self._context()
             elif kind == "resource":
                 kwargs[param.name] = call.resources[param.source]  # type: ignore[index]
+            elif kind == "const":
+                kwargs[param.name] = param.value
             else:  # "self"
                 kwargs[param.name] = SelfDependency(self._previous_value(param))
         return kwargs
@@ -157,8 +159,9 @@ class StepExecution:
     def write_result(self, result: Any) -> None:
         """Write a plain function's return value (a dict of outputs for a multi-asset)."""
         definition = self.call.definition
-        if not isinstance(definition, MultiAsset):
-            self.write(definition.name, result)
+        if not isinstance(definition, MultiAsset):  # one value; a graph's final task also writes the graph
+            for slot in self.call.outputs:
+                self.write(slot.name, result)
             return
         if not isinstance(result, dict):
             raise AssetOutputValidationError(

@@ -1,24 +1,207 @@
-"""Graph assets: a body that wires tasks into a sub-graph at decoration time (API.md §2)."""
+"""Graph assets: a body that wires tasks into a sub-graph at decoration time (API.md §2).
+
+The body runs once, when decorated, with placeholders: each `Task` call records an internal node
+`<graph>/<task>` and returns a `NodeOutput` placeholder that later calls take as arguments. The
+recorded nodes are ordinary node definitions for the resolver (with explicit wiring of their
+parameters), so each becomes a step of the plan like any other. The node the body returns also
+writes the graph asset's own output.
+"""
 
 from __future__ import annotations
 
 import contextvars
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rivers.definitions.assets import Asset
+from rivers.definitions.nodes import NodeDefinition, reject_reserved
+from rivers.definitions.policies import Compute, Hook, RetryPolicy
+from rivers.exceptions import AssetDefinitionError
+from rivers.io.base import BaseIOHandler
 
-_RECORDER: contextvars.ContextVar[Any] = contextvars.ContextVar("rivers_graph_recorder", default=None)
+_RECORDER: contextvars.ContextVar[GraphRecorder | None] = contextvars.ContextVar("rivers_graph", default=None)
+
+NODE_EXECUTOR_METADATA = "rivers/node/executor"
+EXECUTOR_METADATA = "rivers/executor"
 
 
-def recording_graph() -> Any:
+def recording_graph() -> GraphRecorder | None:
     """The graph body being recorded in this context, if any."""
     return _RECORDER.get()
 
 
+@dataclass(frozen=True)
+class Wire:
+    """Where a wired task parameter gets its value: an upstream output, or a constant."""
+
+    kind: str  # "output" | "const"
+    source: str | None = None
+    value: Any = None
+
+
+class UpstreamInput:
+    """A graph body parameter: the value of the upstream asset of that name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"UpstreamInput({self.name!r})"
+
+
+class NodeOutput:
+    """The future value of a recorded task call."""
+
+    def __init__(self, recorder: GraphRecorder, node_name: str) -> None:
+        self._recorder = recorder
+        self.node_name = node_name
+
+    def map(self, task: Any, *, max_concurrency: int | None = None) -> Any:
+        from rivers.definitions.tasks import Task
+
+        if not isinstance(task, Task):
+            raise TypeError(f"map() takes a Task, got {type(task).__name__}")
+        raise NotImplementedError("Dynamic fan-out (.map) is not available yet in this version of rivers")
+
+    def __repr__(self) -> str:
+        return f"NodeOutput({self.node_name!r})"
+
+
+class GraphTaskNode(NodeDefinition):
+    """A task inside a graph asset: a step named `<graph>/<task>` with wired parameters."""
+
+    kind = "graph_task"
+
+    def __init__(self, graph_name: str, task: Any, name: str, wiring: dict[str, Wire]) -> None:
+        self._init_node(task.fn, name, task.tags, task.io_handler, None, task.retry, task.hooks)
+        self.task = task
+        self.graph_name = graph_name
+        self.wiring = wiring
+        self.graph: GraphAsset | None = None  # set when the body has been recorded
+        self.is_final = False
+
+    @property
+    def executor_key(self) -> str | None:
+        graph = self.graph
+        if graph is None:
+            return None
+        return graph.metadata.get(NODE_EXECUTOR_METADATA) or graph.metadata.get(EXECUTOR_METADATA)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [self.name, self.graph_name] if self.is_final else [self.name]
+
+
+class GraphRecorder:
+    """Collects the task calls of one graph body."""
+
+    def __init__(self, graph_name: str) -> None:
+        self.graph_name = graph_name
+        self.nodes: dict[str, GraphTaskNode] = {}
+
+    def record(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeOutput:
+        name = f"{self.graph_name}/{task.name}"
+        if name in self.nodes:
+            count = 2
+            while f"{name}_{count}" in self.nodes:
+                count += 1
+            name = f"{name}_{count}"
+        self.nodes[name] = GraphTaskNode(self.graph_name, task, name, self._wiring(task, name, args, kwargs))
+        return NodeOutput(self, name)
+
+    def _wiring(self, task: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Wire]:
+        params = [
+            p for p in inspect.signature(task.fn).parameters.values()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if params and _is_context_param(task.fn, params[0]):
+            params = params[1:]
+        if len(args) > len(params):
+            raise TypeError(f"'{name}' takes {len(params)} positional arguments but {len(args)} were given")
+        bound = {p.name: value for p, value in zip(params, args, strict=False)}
+        for key, value in kwargs.items():
+            if key not in {p.name for p in params}:
+                raise TypeError(f"'{name}' got an unexpected keyword argument '{key}'")
+            if key in bound:
+                raise TypeError(f"'{name}' got multiple values for argument '{key}'")
+            bound[key] = value
+        return {param: self._wire(name, param, value) for param, value in bound.items()}
+
+    def _wire(self, name: str, param: str, value: Any) -> Wire:
+        if isinstance(value, NodeOutput):
+            return Wire("output", value.node_name)
+        if isinstance(value, UpstreamInput):
+            return Wire("output", value.name)
+        if type(value).__name__ == "MappedOutput":
+            raise TypeError(f"The mapped output passed to '{name}' ({param}) must be collected with .collect()")
+        return Wire("const", value=value)
+
+
+def _is_context_param(fn: Callable[..., Any], param: inspect.Parameter) -> bool:
+    from rivers.resolve import context_class, type_hints_of
+
+    return param.name == "context" or context_class(type_hints_of(fn).get(param.name)) is not None
+
+
 class GraphAsset(Asset):
-    """A graph of tasks whose final task's value is this asset's value."""
+    """A graph of tasks whose returned task's value is this asset's value."""
 
     kind = "graph"
 
-    def __init__(self, fn: Any, /, **kwargs: Any) -> None:
-        raise NotImplementedError("Asset.from_graph is not available yet in this version of rivers")
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *,
+        name: str | None = None,
+        tags: list[str] | None = None,
+        kinds: str | list[str] | None = None,
+        group: str | None = None,
+        code_version: str | None = None,
+        io_handler: BaseIOHandler | str | None = None,
+        node_io_handler: BaseIOHandler | str | None = None,
+        metadata: dict[str, str] | None = None,
+        hooks: list[Hook] | None = None,
+        retry: RetryPolicy | str | None = None,
+        compute: Compute | None = None,
+        **reserved: Any,
+    ) -> None:
+        reject_reserved("Asset.from_graph", reserved)
+        self._init_asset(
+            fn, name=name, tags=tags, kinds=kinds, group=group, code_version=code_version, io_handler=io_handler,
+            metadata=metadata, deps=None, hooks=hooks, retry=retry, compute=compute,
+        )
+        self.node_io_handler = node_io_handler
+        self.nodes = self._record(fn)
+
+    def _record(self, fn: Callable[..., Any]) -> list[GraphTaskNode]:
+        recorder = GraphRecorder(self.name)
+        placeholders = {p: UpstreamInput(p) for p in inspect.signature(fn).parameters}
+        token = _RECORDER.set(recorder)
+        try:
+            returned = fn(**placeholders)
+        finally:
+            _RECORDER.reset(token)
+        if not isinstance(returned, NodeOutput):
+            raise AssetDefinitionError(
+                f"Graph asset '{self.name}' must return the output of a Task call, got {type(returned).__name__}"
+            )
+        nodes = list(recorder.nodes.values())
+        for node in nodes:
+            node.graph = self
+            if node.io_handler is None:
+                node.io_handler = self.node_io_handler
+            if node.retry is None:
+                node.retry = self.retry
+        recorder.nodes[returned.node_name].is_final = True
+        return nodes
+
+    @property
+    def upstream_names(self) -> list[str]:
+        return [p for p in inspect.signature(self.fn).parameters] if self.fn else []  # type: ignore[arg-type]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [self.name]

@@ -99,7 +99,9 @@ class CodeRepository:
     def _job_outputs(self, graph: ResolvedGraph, job: Job) -> set[str]:
         outputs: set[str] = set()
         for name in job.node_names:
-            if name in graph.nodes:
+            if name in graph.graphs:
+                outputs.update(out for member in graph.members(name) for out in graph.nodes[member].outputs)
+            elif name in graph.nodes:
                 outputs.update(graph.nodes[name].outputs)
             elif name in graph.producer:
                 outputs.add(name)
@@ -120,8 +122,14 @@ class CodeRepository:
     @property
     def assets(self) -> dict[str, Asset]:
         graph = self._resolve()
-        return {out: node.definition for out, node in ((o, graph.node_of(o)) for o in graph.producer)
-                if isinstance(node.definition, Asset)}  # type: ignore[misc]
+        found: dict[str, Asset] = {}
+        for out in graph.producer:
+            definition = graph.node_of(out).definition
+            if isinstance(definition, Asset):
+                found[out] = definition
+            elif out in graph.graphs:
+                found[out] = graph.graphs[out]
+        return found
 
     def get_job(self, name: str) -> Job:
         self._resolve()
@@ -193,7 +201,9 @@ class CodeRepository:
         names = [selection] if isinstance(selection, str) else list(selection)
         outputs: set[str] = set()
         for name in names:
-            if name in graph.nodes:
+            if name in graph.graphs:
+                outputs.update(out for member in graph.members(name) for out in graph.nodes[member].outputs)
+            elif name in graph.nodes:
                 outputs.update(graph.nodes[name].outputs)
             elif name in graph.producer:
                 outputs.add(name)
