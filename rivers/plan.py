@@ -22,6 +22,13 @@ class Step:
     executor: str  # the queue it goes to: "in_process" | "parallel" | "kubernetes"
     requested_executor: str  # what the user asked for, before process-local values moved it
     live: bool  # needs the coordinator's process (a process-local IO handler)
+    instance_of: str | None = None  # a fan-out instance: the key of its mapped step
+    index: int = 0  # a fan-out instance: the position of its item in the source
+
+    @property
+    def fan_out_source(self) -> str | None:
+        """For a mapped task: the output whose items it runs over (the step expands, it never runs)."""
+        return getattr(self.node.definition, "fan_out_source", None) if self.instance_of is None else None
 
     @property
     def is_async(self) -> bool:

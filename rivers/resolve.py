@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from rivers.definitions.assets import AssetDef, ExternalAsset, MultiAsset, SelfDependency
 from rivers.definitions.contexts import CONTEXT_TYPES, AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.executors import EXECUTOR_KEYS
-from rivers.definitions.graph import GraphAsset, GraphTaskNode
+from rivers.definitions.graph import CollectNode, GraphAsset, GraphTaskNode
 from rivers.definitions.nodes import NodeDefinition
 from rivers.definitions.policies import RetryPolicy
 from rivers.definitions.tasks import Task
@@ -35,12 +35,15 @@ class Param:
     """How one parameter of a step function gets its value."""
 
     name: str
-    kind: str  # "context" | "self" | "input" | "resource" | "const" (a literal wired in a graph body)
+    # "context" | "self" | "input" | "resource" | "const" (a literal wired in a graph body) |
+    # "item" (one item of a fan-out source) | "collect" (the values of every instance of a mapped task)
+    kind: str
     source: str | None = None  # upstream output name, or resource key
     type_hint: Any = None
     handler: BaseIOHandler | None = None  # loads "input" / "self"
     metadata: dict[str, str] = field(default_factory=dict)  # the upstream's metadata (InputContext)
-    value: Any = None  # the constant of a "const" parameter
+    value: Any = None  # "const": the constant; "item": the item's index; "collect": the instance outputs
+    iterate: bool = False  # hand the value over as an iterator (a collect_stream)
 
 
 @dataclass(slots=True)
@@ -51,6 +54,7 @@ class OutputSlot:
     handler: BaseIOHandler
     metadata: dict[str, str]
     explicit_handler: bool  # False when the handler is the repository's in-memory fallback
+    fan_out: bool = False  # a mapped task runs once per item of this output
 
 
 @dataclass
@@ -156,10 +160,13 @@ class Resolver:
             nodes[node.name] = node
         for node in nodes.values():  # inputs load through the handler of the output they read
             for param in node.params:
-                if param.kind == "input" and param.handler is None:
+                if param.kind in ("input", "item", "collect") and param.handler is None:
                     slot = nodes[producer[param.source]].outputs[param.source]  # type: ignore[index]
                     param.handler = slot.handler
                     param.metadata = slot.metadata
+                    slot.fan_out = slot.fan_out or param.kind == "item"
+                    producer_def = nodes[producer[param.source]].definition  # type: ignore[index]
+                    param.iterate = isinstance(producer_def, CollectNode) and producer_def.stream
         graph = ResolvedGraph(nodes, producer, self.graphs)
         check_acyclic(graph)
         return graph
@@ -241,6 +248,10 @@ class Resolver:
             if dep.name not in producer:
                 raise GraphValidationError(f"unresolved input '{dep.name}' of '{name}': no such asset")
             node.needs.add(dep.name)
+        if isinstance(definition, CollectNode):
+            node.params.append(Param("values", "collect", definition.mapped))
+            node.needs.add(definition.mapped)
+            return node
         hints = type_hints_of(definition.fn)
         node.return_hint = hints.get("return", inspect.Signature.empty)
         signature = inspect.signature(definition.fn)
@@ -252,9 +263,17 @@ class Resolver:
             if ctx is not None or pname == "context":
                 if index != 0:
                     raise ExecutionError(f"Context must be the first parameter of '{name}'")
-                node.context_type = ctx or (TaskExecutionContext if isinstance(definition, Task) else AssetExecutionContext)
+                default_context = TaskExecutionContext if isinstance(definition, (Task, GraphTaskNode)) else AssetExecutionContext
+                node.context_type = ctx or default_context
                 node.config_type = config_type_of(hint)
                 node.params.append(Param(pname, "context", type_hint=hint))
+                continue
+            if pname == getattr(definition, "item_param", None):
+                source = definition.fan_out_source  # type: ignore[attr-defined]
+                if source not in producer:
+                    raise GraphValidationError(f"unresolved input '{pname}' of '{name}': no asset named '{source}'")
+                node.needs.add(source)
+                node.params.append(Param(pname, "item", source, hint))
                 continue
             wire = getattr(definition, "wiring", {}).get(pname)
             if wire is not None and wire.kind == "const":
@@ -262,7 +281,9 @@ class Resolver:
                 continue
             if wire is not None:
                 if wire.source not in producer:
-                    raise GraphValidationError(f"unresolved input '{pname}' of '{name}': no asset named '{wire.source}'")
+                    raise GraphValidationError(
+                        f"unresolved input '{pname}' of '{name}': no asset named '{wire.source}'"
+                    )
                 node.needs.add(wire.source)
                 node.params.append(Param(pname, "input", wire.source, hint))
                 continue
@@ -321,7 +342,7 @@ def check_acyclic(graph: ResolvedGraph) -> None:
                 state[current] = 2
                 continue
             if state.get(child) == 1:
-                cycle = path[path.index(child):] + [child]
+                cycle = [*path[path.index(child):], child]
                 raise GraphValidationError(f"Cycle detected: {' -> '.join(cycle)}")
             if not state.get(child):
                 state[child] = 1

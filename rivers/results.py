@@ -40,6 +40,7 @@ class OutputResult(BaseModel):
     metadata: dict[str, Any] = {}
     data_version: str | None = None
     error: StepError | None = None
+    fan_out_keys: list[str] | None = None  # a fan-out source: the instance keys of its items
 
 
 class LogEntry(BaseModel):

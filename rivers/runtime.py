@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from rivers.definitions.assets import MultiAsset, SelfDependency
 from rivers.definitions.contexts import AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.nodes import NodeDefinition
-from rivers.definitions.outputs import Materialization, Output, raw_metadata
+from rivers.definitions.outputs import DynamicOutput, Materialization, Output, raw_metadata
 from rivers.definitions.policies import HookContext
 from rivers.exceptions import AssetOutputValidationError
 from rivers.io.base import InputContext, OutputContext
@@ -82,18 +82,27 @@ class StepExecution:
         for param in call.params:
             kind = param.kind
             if kind == "input":
-                assert param.handler is not None and param.source is not None
-                ctx = InputContext(param.source, call.step_key, param.metadata, param.type_hint)
-                kwargs[param.name] = param.handler.load_input(ctx)
+                value = self._load(param, param.source)
+                kwargs[param.name] = iter(value) if param.iterate else value
             elif kind == "context":
                 kwargs[param.name] = self._context()
             elif kind == "resource":
                 kwargs[param.name] = call.resources[param.source]  # type: ignore[index]
             elif kind == "const":
                 kwargs[param.name] = param.value
+            elif kind == "item":
+                item = self._load(param, param.source)[param.value]
+                kwargs[param.name] = item.value if isinstance(item, DynamicOutput) else item
+            elif kind == "collect":
+                kwargs[param.name] = [self._load(param, source) for source in param.value]
             else:  # "self"
                 kwargs[param.name] = SelfDependency(self._previous_value(param))
         return kwargs
+
+    def _load(self, param: Param, source: str | None) -> Any:
+        assert param.handler is not None and source is not None
+        ctx = InputContext(source, self.call.step_key, param.metadata, param.type_hint)
+        return param.handler.load_input(ctx)
 
     def _context(self) -> AssetExecutionContext[Any] | TaskExecutionContext[Any]:
         call = self.call
@@ -147,9 +156,11 @@ class StepExecution:
                 f"'{name}' returned {type(value).__name__}, which does not match its return annotation "
                 f"{describe(hint)}"
             )
+        keys = fan_out_keys(name, value) if slot.fan_out else None
         out_ctx = OutputContext(name, slot.metadata, hint, metadata, self.call.run_id)
         slot.handler.handle_output(out_ctx, value)
         self._succeeded(name, out_ctx.output_metadata, data_version or out_ctx.data_version, value)
+        self.done[name].fan_out_keys = keys
 
     def _succeeded(self, name: str, metadata: dict[str, Any], data_version: str | None, value: Any) -> None:
         self.done[name] = OutputResult(name=name, status="succeeded", metadata=raw_metadata(metadata),
@@ -226,8 +237,23 @@ class StepExecution:
                 continue
             try:
                 hook.fn(hc)
-            except Exception:  # noqa: BLE001 - hooks are never fatal
+            except Exception:  # hooks are never fatal
                 logger.exception("hook of '%s' failed", definition.name)
+
+
+def fan_out_keys(name: str, value: Any) -> list[str]:
+    """Instance keys of a fan-out source: DynamicOutput keys, or 0, 1, ... for plain items."""
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"'{name}' is mapped over, so it must return a list, got {type(value).__name__}") from None
+    dynamic = [isinstance(item, DynamicOutput) for item in items]
+    if any(dynamic) and not all(dynamic):
+        raise TypeError(f"Cannot mix DynamicOutput and plain values in the items of '{name}'")
+    keys = [str(item.key) for item in items] if dynamic and all(dynamic) else [str(i) for i in range(len(items))]
+    if len(set(keys)) != len(keys):
+        raise TypeError(f"DynamicOutput keys of '{name}' must be unique")
+    return keys
 
 
 def run_step(call: StepCall) -> StepResult:

@@ -18,6 +18,7 @@ Only this module decides retry, skip or fail; consumers just take, run and repor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import importlib
 import queue
@@ -30,13 +31,15 @@ from pydantic import BaseModel
 
 from rivers import defaults
 from rivers.coordinator.state import RunState
+from rivers.definitions.graph import CollectNode
 from rivers.definitions.policies import RetryPolicy
 from rivers.exceptions import ExecutionError
+from rivers.io.base import InputContext
 from rivers.logs import get_logger
 from rivers.plan import Plan, Step
 from rivers.queues.base import StepQueue, StepRequest
-from rivers.results import RunResult, StepError, StepResult
-from rivers.runtime import StepCall, run_step, run_step_async
+from rivers.results import OutputResult, RunResult, StepError, StepResult
+from rivers.runtime import StepCall, fan_out_keys, run_step, run_step_async
 
 RunListener = Callable[[str, Step, StepResult | None], None]  # (event, step, result)
 
@@ -66,6 +69,7 @@ class Coordinator:
         self.local: deque[StepRequest] = deque()
         self.timers: list[tuple[float, int, Step]] = []
         self.in_flight = 0
+        self.throttles: dict[str, _Throttle] = {}
         self.log = get_logger().bind(run_id=run_id)
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -126,6 +130,11 @@ class Coordinator:
             self._dispatch(step)
 
     def _dispatch(self, step: Step) -> None:
+        if step.fan_out_source is not None:
+            self._expand(step)
+            return
+        if step.instance_of is not None and not self._throttle_admits(step):
+            return
         attempt = self.state.start(step)
         request = StepRequest(step, self._call(step, attempt), self.inbox.put)
         self.log.debug("step.queued", step_key=step.key, executor=step.executor, attempt=attempt)
@@ -137,13 +146,82 @@ class Coordinator:
         self.log.info("step.started", step_key=step.key, executor=step.executor, attempt=attempt)
         self.queues[step.executor].put(request)
 
+    # -- fan-out ----------------------------------------------------------------------------
+    def _expand(self, mapped: Step) -> None:
+        """A mapped step never runs: it becomes one instance step per item of its source."""
+        self.state.start(mapped)
+        source = mapped.fan_out_source
+        assert source is not None
+        try:
+            keys = self.state.fan_out_keys.get(source)
+            if keys is None:  # the source was not produced in this run: read it through its handler
+                item_param = next(p for p in mapped.node.params if p.kind == "item")
+                assert item_param.handler is not None
+                value = item_param.handler.load_input(InputContext(source, mapped.key, item_param.metadata))
+                keys = fan_out_keys(source, value)
+        except Exception as exc:  # noqa: BLE001 - the mapped step fails, its downstream is skipped
+            self._settle(_failed_result(self.run_id, mapped, exc))
+            return
+        instances = [
+            dataclasses.replace(mapped, key=f"{mapped.key}__{key}", outputs=(f"{mapped.key}__{key}",),
+                                needs=frozenset(), instance_of=mapped.key, index=index)
+            for index, key in enumerate(keys)
+        ]
+        self.state.add_instances(mapped, instances)
+        limit = getattr(mapped.node.definition, "max_concurrency", None)
+        if limit is not None:
+            self.throttles[mapped.key] = _Throttle(limit)
+        self.log.info("step.fanned_out", step_key=mapped.key, instances=len(instances))
+        if not instances:
+            self._settle(self.state.mapped_result(mapped.key).model_copy(update={"run_id": self.run_id}))
+            return
+        self._dispatch_all(instances)
+
+    def _throttle_admits(self, step: Step) -> bool:
+        throttle = self.throttles.get(step.instance_of or "")
+        if throttle is None or step.key in throttle.running:
+            return True
+        if len(throttle.running) >= throttle.limit:
+            throttle.waiting.append(step)
+            return False
+        throttle.running.add(step.key)
+        return True
+
+    def _release_throttle(self, step: Step) -> None:
+        throttle = self.throttles.get(step.instance_of or "")
+        if throttle is None:
+            return
+        throttle.running.discard(step.key)
+        if throttle.waiting:
+            self._dispatch(throttle.waiting.popleft())
+
     def _call(self, step: Step, attempt: int) -> StepCall:
         node = step.node
+        if step.instance_of is not None:
+            return self._instance_call(step, attempt)
         outputs = [node.outputs[name] for name in step.outputs]
+        params = node.params
+        definition = node.definition
+        if isinstance(definition, CollectNode):
+            order = self.state.completed if definition.stream and not definition.ordered else self.state.instances
+            params = [dataclasses.replace(p, value=list(order.get(definition.mapped, []))) for p in params]
         return StepCall(
-            run_id=self.run_id, step_key=step.key, attempt=attempt, definition=node.definition,
-            params=node.params, outputs=outputs, resources=self.resources, context_type=node.context_type,
+            run_id=self.run_id, step_key=step.key, attempt=attempt, definition=definition,
+            params=params, outputs=outputs, resources=self.resources, context_type=node.context_type,
             config_type=node.config_type, config=self.step_config.get(step.key), return_hint=node.return_hint,
+        )
+
+    def _instance_call(self, step: Step, attempt: int) -> StepCall:
+        """An instance writes `<mapped>__<key>` through the mapped task's handler and gets item `index`."""
+        node = step.node
+        mapped_slot = node.outputs[step.instance_of]  # type: ignore[index]
+        outputs = [dataclasses.replace(mapped_slot, name=step.key)]
+        params = [dataclasses.replace(p, value=step.index) if p.kind == "item" else p for p in node.params]
+        config = self.step_config.get(step.key) or self.step_config.get(step.instance_of)  # type: ignore[arg-type]
+        return StepCall(
+            run_id=self.run_id, step_key=step.key, attempt=attempt, definition=node.definition, params=params,
+            outputs=outputs, resources=self.resources, context_type=node.context_type,
+            config_type=node.config_type, config=config, return_hint=node.return_hint,
         )
 
     def _run_local(self, request: StepRequest) -> None:
@@ -161,7 +239,7 @@ class Coordinator:
     # -- results ----------------------------------------------------------------------------
     def _settle(self, result: StepResult) -> None:
         step = self.plan.steps[result.step_key]
-        if result.status == "failed" and self._should_retry(step, result):
+        if result.status == "failed" and step.fan_out_source is None and self._should_retry(step, result):
             policy = step.node.retry or self.retry
             delay = policy.delay(result.attempt) if policy else 0.0
             self.log.warning("step.retrying", step_key=step.key, executor=step.executor, attempt=result.attempt,
@@ -176,6 +254,11 @@ class Coordinator:
         (self.log.info if result.status == "succeeded" else self.log.error)(event, **fields)
         ready, skipped = self.state.finish(result)
         self._notify(result.status, step, result)
+        if step.instance_of is not None:
+            self._release_throttle(step)
+            mapped_result = self.state.instance_finished(step)
+            if mapped_result is not None:
+                self._settle(mapped_result.model_copy(update={"run_id": self.run_id}))
         for key in skipped:
             self.log.warning("step.skipped", step_key=key, executor=self.plan.steps[key].executor,
                              reason="upstream dependency failed")
@@ -207,6 +290,22 @@ class Coordinator:
         if not self.state.failures:
             return None
         return failure_exception(self.state.failures[0])
+
+
+@dataclasses.dataclass
+class _Throttle:
+    """At most `limit` instances of one mapped step in flight (max_concurrency)."""
+
+    limit: int
+    running: set[str] = dataclasses.field(default_factory=set)
+    waiting: deque[Step] = dataclasses.field(default_factory=deque)
+
+
+def _failed_result(run_id: str, step: Step, exc: BaseException) -> StepResult:
+    error = StepError.from_exception(exc)
+    outputs = [OutputResult(name=out, status="failed", error=error) for out in step.outputs]
+    return StepResult(run_id=run_id, step_key=step.key, attempt=1, status="failed", outputs=outputs,
+                      error=error).with_exception(exc)
 
 
 def exception_type(result: StepResult) -> type[BaseException] | None:

@@ -30,7 +30,9 @@ class AssetDef:
         self.role = role
 
     @staticmethod
-    def input(name: str, io_handler: BaseIOHandler | str | None = None, metadata: dict[str, str] | None = None) -> AssetDef:
+    def input(
+        name: str, io_handler: BaseIOHandler | str | None = None, metadata: dict[str, str] | None = None
+    ) -> AssetDef:
         """Override how the upstream `name` is loaded for this asset."""
         return AssetDef(name, io_handler, metadata, role="input")
 

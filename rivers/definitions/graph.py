@@ -44,8 +44,14 @@ class Wire:
 class UpstreamInput:
     """A graph body parameter: the value of the upstream asset of that name."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, recorder: GraphRecorder, name: str) -> None:
+        self._recorder = recorder
         self.name = name
+        self.node_name = name
+
+    def map(self, task: Any, *, max_concurrency: int | None = None) -> MappedOutput:
+        """Run `task` once per item of this upstream asset's value."""
+        return self._recorder.record_map(self.name, task, max_concurrency)
 
     def __repr__(self) -> str:
         return f"UpstreamInput({self.name!r})"
@@ -58,15 +64,31 @@ class NodeOutput:
         self._recorder = recorder
         self.node_name = node_name
 
-    def map(self, task: Any, *, max_concurrency: int | None = None) -> Any:
-        from rivers.definitions.tasks import Task
-
-        if not isinstance(task, Task):
-            raise TypeError(f"map() takes a Task, got {type(task).__name__}")
-        raise NotImplementedError("Dynamic fan-out (.map) is not available yet in this version of rivers")
+    def map(self, task: Any, *, max_concurrency: int | None = None) -> MappedOutput:
+        """Run `task` once per item of this output (a list, or DynamicOutput items)."""
+        return self._recorder.record_map(self.node_name, task, max_concurrency)
 
     def __repr__(self) -> str:
         return f"NodeOutput({self.node_name!r})"
+
+
+class MappedOutput:
+    """The instances of a mapped task; collect them before passing them on."""
+
+    def __init__(self, recorder: GraphRecorder, node_name: str) -> None:
+        self._recorder = recorder
+        self.node_name = node_name
+
+    def collect(self) -> NodeOutput:
+        """All instance values as a list, in source order."""
+        return self._recorder.record_collect(self.node_name, stream=False, ordered=True)
+
+    def collect_stream(self, *, ordered: bool = False) -> NodeOutput:
+        """All instance values as an iterator: completion order, or source order with `ordered=True`."""
+        return self._recorder.record_collect(self.node_name, stream=True, ordered=ordered)
+
+    def __repr__(self) -> str:
+        return f"MappedOutput({self.node_name!r})"
 
 
 class GraphTaskNode(NodeDefinition):
@@ -81,6 +103,9 @@ class GraphTaskNode(NodeDefinition):
         self.wiring = wiring
         self.graph: GraphAsset | None = None  # set when the body has been recorded
         self.is_final = False
+        self.fan_out_source: str | None = None  # a mapped task: the output whose items it runs over
+        self.item_param: str | None = None
+        self.max_concurrency: int | None = None
 
     @property
     def executor_key(self) -> str | None:
@@ -101,23 +126,43 @@ class GraphRecorder:
         self.graph_name = graph_name
         self.nodes: dict[str, GraphTaskNode] = {}
 
+    def _unique(self, base: str) -> str:
+        name, count = base, 2
+        while name in self.nodes:
+            name, count = f"{base}_{count}", count + 1
+        return name
+
     def record(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeOutput:
-        name = f"{self.graph_name}/{task.name}"
-        if name in self.nodes:
-            count = 2
-            while f"{name}_{count}" in self.nodes:
-                count += 1
-            name = f"{name}_{count}"
+        name = self._unique(f"{self.graph_name}/{task.name}")
         self.nodes[name] = GraphTaskNode(self.graph_name, task, name, self._wiring(task, name, args, kwargs))
         return NodeOutput(self, name)
 
+    def record_map(self, source: str, task: Any, max_concurrency: int | None) -> MappedOutput:
+        from rivers.definitions.tasks import Task
+
+        if not isinstance(task, Task):
+            raise TypeError(f"map() takes a Task, got {type(task).__name__}")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        name = self._unique(f"{self.graph_name}/{task.name}")
+        params = _wirable_params(task.fn)
+        if not params:
+            raise TypeError(f"Task '{task.name}' takes no parameter to receive the mapped items")
+        node = GraphTaskNode(self.graph_name, task, name, {})
+        node.fan_out_source, node.item_param, node.max_concurrency = source, params[0].name, max_concurrency
+        self.nodes[name] = node
+        return MappedOutput(self, name)
+
+    def record_collect(self, mapped: str, *, stream: bool, ordered: bool) -> NodeOutput:
+        name = f"{mapped}__collect"
+        if name in self.nodes:
+            raise TypeError(f"The mapped output '{mapped}' is collected twice")
+        node = CollectNode(self.graph_name, name, mapped, self.nodes[mapped], stream=stream, ordered=ordered)
+        self.nodes[name] = node  # type: ignore[assignment]
+        return NodeOutput(self, name)
+
     def _wiring(self, task: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Wire]:
-        params = [
-            p for p in inspect.signature(task.fn).parameters.values()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        ]
-        if params and _is_context_param(task.fn, params[0]):
-            params = params[1:]
+        params = _wirable_params(task.fn)
         if len(args) > len(params):
             raise TypeError(f"'{name}' takes {len(params)} positional arguments but {len(args)} were given")
         bound = {p.name: value for p, value in zip(params, args, strict=False)}
@@ -134,9 +179,43 @@ class GraphRecorder:
             return Wire("output", value.node_name)
         if isinstance(value, UpstreamInput):
             return Wire("output", value.name)
-        if type(value).__name__ == "MappedOutput":
+        if isinstance(value, MappedOutput):
             raise TypeError(f"The mapped output passed to '{name}' ({param}) must be collected with .collect()")
         return Wire("const", value=value)
+
+
+def _collect(values: list[Any]) -> list[Any]:
+    return list(values)
+
+
+class CollectNode(NodeDefinition):
+    """`<graph>/<task>__collect`: the values of every instance of a mapped task, as one list."""
+
+    kind = "collect"
+
+    def __init__(
+        self, graph_name: str, name: str, mapped: str, mapped_node: GraphTaskNode, *, stream: bool, ordered: bool
+    ) -> None:
+        self._init_node(_collect, name, mapped_node.tags, None, None, None, None)
+        self.graph_name = graph_name
+        self.mapped = mapped
+        self.mapped_node = mapped_node
+        self.stream = stream
+        self.ordered = ordered
+        self.wiring: dict[str, Wire] = {}
+        self.graph: GraphAsset | None = None
+        self.is_final = False
+
+    executor_key = GraphTaskNode.executor_key
+    output_names = GraphTaskNode.output_names
+
+
+def _wirable_params(fn: Callable[..., Any]) -> list[inspect.Parameter]:
+    """The parameters a graph body may wire: all but *args/**kwargs and a leading context."""
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if params and _is_context_param(fn, params[0]):
+        params = params[1:]
+    return params
 
 
 def _is_context_param(fn: Callable[..., Any], param: inspect.Parameter) -> bool:
@@ -178,7 +257,7 @@ class GraphAsset(Asset):
 
     def _record(self, fn: Callable[..., Any]) -> list[GraphTaskNode]:
         recorder = GraphRecorder(self.name)
-        placeholders = {p: UpstreamInput(p) for p in inspect.signature(fn).parameters}
+        placeholders = {p: UpstreamInput(recorder, p) for p in inspect.signature(fn).parameters}
         token = _RECORDER.set(recorder)
         try:
             returned = fn(**placeholders)
@@ -191,7 +270,9 @@ class GraphAsset(Asset):
         nodes = list(recorder.nodes.values())
         for node in nodes:
             node.graph = self
-            if node.io_handler is None:
+            if isinstance(node, CollectNode):
+                node.io_handler = node.mapped_node.io_handler or self.node_io_handler
+            elif node.io_handler is None:
                 node.io_handler = self.node_io_handler
             if node.retry is None:
                 node.retry = self.retry

@@ -145,11 +145,14 @@ class CodeRepository:
         return graph.node_of(name).outputs[name].handler
 
     def load_node(self, name: str, *, type_hint: Any = None) -> Any:
-        """Load a node's last written value through its IO handler."""
+        """Load a node's last written value through its IO handler (fan-out instances too)."""
         graph = self._resolve()
-        if name not in graph.producer:
+        owner = name if name in graph.producer else name.rpartition("__")[0]
+        is_instance = owner != name and getattr(graph.nodes.get(owner), "definition", None) is not None and getattr(
+            graph.nodes[owner].definition, "fan_out_source", None) is not None
+        if owner not in graph.producer or (owner != name and not is_instance):
             raise NodeNotFoundError(f"Node '{name}' not found in the repository")
-        slot = graph.node_of(name).outputs[name]
+        slot = graph.node_of(owner).outputs[owner]
         return slot.handler.load_input(InputContext(name, None, slot.metadata, type_hint))
 
     # -- runs -------------------------------------------------------------------------------

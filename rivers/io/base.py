@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class OutputContext:
     """What a handler knows when it writes one output."""
 
-    __slots__ = ("asset_name", "asset_metadata", "type_hint", "output_metadata", "data_version", "run_id")
+    __slots__ = ("asset_metadata", "asset_name", "data_version", "output_metadata", "run_id", "type_hint")
 
     def __init__(
         self,
@@ -41,7 +41,7 @@ class OutputContext:
 class InputContext:
     """What a handler knows when it loads one input."""
 
-    __slots__ = ("asset_name", "downstream_asset", "asset_metadata", "type_hint")
+    __slots__ = ("asset_metadata", "asset_name", "downstream_asset", "type_hint")
 
     def __init__(
         self,
