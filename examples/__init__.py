@@ -1,0 +1,1 @@
+"""Runnable example pipelines (`rivers materialize examples.demo:repo`)."""

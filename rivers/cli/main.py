@@ -1,0 +1,207 @@
+"""`rivers`: run a repository from the command line (API.md §10).
+
+Exit codes: 0 the run succeeded, 1 it failed, 2 the command could not start (bad arguments, a module
+that does not import, a missing attribute, a repository that does not resolve), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.live import Live
+
+from rivers import defaults, exceptions, logs
+from rivers.cli import DISTRIBUTED_UNAVAILABLE, UsageError
+from rivers.cli.progress import RunProgress, print_summary
+
+if TYPE_CHECKING:
+    from rivers.definitions.repository import CodeRepository
+    from rivers.plan import Step
+    from rivers.results import RunResult
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+RIVERS_ERRORS = tuple(getattr(exceptions, name) for name in exceptions.__all__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rivers", description="Materialize rivers assets.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("materialize", help="run a repository in this process, with progress")
+    run.add_argument("target", metavar="MODULE[:ATTR]", help="module and CodeRepository attribute (default: repo)")
+    picked = run.add_mutually_exclusive_group()
+    picked.add_argument("--select", action="append", metavar="A,B", help="assets to run (default: all)")
+    picked.add_argument("--job", metavar="NAME", help="run this job of the repository")
+    run.add_argument("--include-upstream", action="store_true", help="also run the upstreams of --select")
+    submit = commands.add_parser("submit", help="submit a run to the coordinator (distributed mode)")
+    submit.add_argument("target", metavar="MODULE[:ATTR]")
+    submit.add_argument("--select", action="append", metavar="A,B")
+    submit.add_argument("--job", metavar="NAME")
+    submit.add_argument("--include-upstream", action="store_true")
+    submit.add_argument("--wait", action="store_true", help="wait for the run to finish")
+    commands.add_parser("runs", help="list runs (distributed mode)")
+    one = commands.add_parser("run", help="show one run's steps and events (distributed mode)")
+    one.add_argument("run_id", metavar="RUN_ID")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "materialize":
+        return fail(f"rivers {args.command}: {DISTRIBUTED_UNAVAILABLE}")
+    if args.include_upstream and args.job:
+        return fail("--include-upstream applies to --select, not to --job")
+    try:
+        return materialize(args)
+    except UsageError as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print("rivers: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def fail(message: str) -> int:
+    print(f"rivers: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# -- materialize -----------------------------------------------------------------------------
+def materialize(args: argparse.Namespace) -> int:
+    repo = load_repository(args.target)
+    try:
+        steps, start = prepare(repo, args)
+        progress = RunProgress(steps)
+        console = make_console()
+        with display(console, progress):
+            result = _guarded(start)
+        print_summary(console, progress, result)
+        return EXIT_OK if result.success else EXIT_FAILED
+    finally:
+        repo.shutdown()
+
+
+def make_console() -> Console:
+    """stdout; when it is not a terminal, wide enough that the summary table keeps one line per step."""
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:
+        return Console()
+    return Console(width=160)
+
+
+def load_repository(target: str) -> CodeRepository:
+    """Import MODULE (the current directory first on sys.path) and return its ATTR (default `repo`)."""
+    from rivers.definitions.repository import CodeRepository
+
+    module_name, _, attr = target.partition(":")
+    attr = attr or "repo"
+    if not module_name or target.endswith(":"):
+        raise UsageError(f"'{target}' is not MODULE[:ATTR] (e.g. examples.demo:repo)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = _import(module_name)
+    if not hasattr(module, attr):
+        found = [n for n, v in vars(module).items() if isinstance(v, CodeRepository)]
+        hint = f"; it has {', '.join(repr(n) for n in found)}" if found else ""
+        raise UsageError(f"module '{module_name}' has no attribute '{attr}'{hint}")
+    repo = getattr(module, attr)
+    if not isinstance(repo, CodeRepository):
+        raise UsageError(f"'{module_name}:{attr}' is of type {type(repo).__name__}, not a rivers CodeRepository")
+    return repo
+
+
+def _import(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise UsageError(f"no module named '{name}' (searched {os.getcwd()} and sys.path)") from None
+        raise UsageError(f"importing '{name}' failed: {describe(exc)}") from None
+    except Exception as exc:  # the user's module raised while importing
+        raise UsageError(f"importing '{name}' failed: {describe(exc)}") from None
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message (file:line)` — where the exception was raised, without the traceback."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError):
+        return text
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = os.path.dirname(os.path.dirname(__file__))  # the rivers package
+    user = [f for f in frames if "importlib" not in f.filename and not f.filename.startswith(ours)]
+    if user:
+        frame = user[-1]
+        text += f" ({os.path.relpath(frame.filename)}:{frame.lineno})"
+    return text
+
+
+def prepare(repo: CodeRepository, args: argparse.Namespace) -> tuple[list[Step], Callable[[], RunResult]]:
+    """Resolve and plan before anything runs, so that every definition error is a usage error."""
+    from rivers.definitions.executors import Executor
+    from rivers.plan import build_plan
+
+    selection = [name.strip() for item in args.select or [] for name in item.split(",") if name.strip()] or None
+    try:
+        graph = repo._resolve()
+        if args.job:
+            job = repo.get_job(args.job)
+            outputs = repo._job_outputs(graph, job)
+            start: Callable[[], RunResult] = partial(job.execute, raise_on_error=False)
+        else:
+            outputs = repo._selected_outputs(graph, selection, args.include_upstream)
+            start = partial(repo.materialize, selection=selection, include_upstream=args.include_upstream,
+                            raise_on_error=False)
+        plan = build_plan(graph, outputs, Executor.in_process(), False)
+    except RIVERS_ERRORS as exc:
+        raise UsageError(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # a resource's setup(), say: user code failing before the run
+        raise UsageError(f"the repository could not be prepared: {describe(exc)}") from None
+    return list(plan.steps.values()), start
+
+
+def _guarded(start: Callable[[], RunResult]) -> RunResult:
+    """Run; a rivers error that stops the run before its steps (bad executor or config) is a usage error."""
+    try:
+        return start()
+    except RIVERS_ERRORS as exc:
+        raise UsageError(f"{type(exc).__name__}: {exc}") from None
+
+
+@contextmanager
+def display(console: Console, progress: RunProgress) -> Iterator[None]:
+    """Listen to the run; on a terminal, also redraw a live display (logs and prints scroll above it)."""
+    from rivers.run import listening
+
+    with listening(progress):
+        if not console.is_terminal:
+            yield
+            return
+        with quiet_logs(), Live(console=console, get_renderable=progress.render, refresh_per_second=8,
+                                transient=True, redirect_stdout=True, redirect_stderr=True):
+            yield
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Step events at INFO would push the live display around; keep WARNING+ unless the user chose a level."""
+    if defaults.LOG_LEVEL_ENV in os.environ:
+        yield
+        return
+    os.environ[defaults.LOG_LEVEL_ENV] = "WARNING"
+    logs.reset()
+    try:
+        yield
+    finally:
+        os.environ.pop(defaults.LOG_LEVEL_ENV, None)
+        logs.reset()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

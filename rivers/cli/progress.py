@@ -1,0 +1,176 @@
+"""What `rivers materialize` shows: a live progress display on a terminal and a summary table at the end.
+
+`RunProgress` is a run listener (see `rivers.run.listening`): the coordinator calls it with
+(event, step, result) for every step transition; a rich `Live` display redraws from its state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rich.console import Console, Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    from rivers.plan import Step
+    from rivers.results import RunResult, StepResult
+
+STYLES = {"succeeded": "green", "failed": "bold red", "skipped": "yellow", "running": "cyan", "pending": "dim"}
+MAX_TABLE_ROWS = 60  # beyond this, succeeded steps are folded into one line; failures are always listed
+MAX_RUNNING_NAMES = 8
+MAX_TRACEBACKS = 3
+
+
+@dataclass
+class StepRow:
+    key: str
+    outputs: tuple[str, ...] = ()
+    status: str = "pending"
+    duration_s: float | None = None
+    error: str = ""
+    traceback: str = ""
+
+
+class RunProgress:
+    """Step states of one run, fed by coordinator events, read by the display thread."""
+
+    def __init__(self, planned: list[Step]) -> None:
+        self.rows: dict[str, StepRow] = {step.key: StepRow(step.key, step.outputs) for step in planned}
+        self.upstreams: dict[str, frozenset[str]] = {step.key: step.upstream_steps for step in planned}
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+
+    # -- the listener -----------------------------------------------------------------------
+    def __call__(self, event: str, step: Step, result: StepResult | None) -> None:
+        with self._lock:
+            row = self.rows.get(step.key)
+            if row is None:  # a step the plan could not foresee (a fan-out instance)
+                row = self.rows[step.key] = StepRow(step.key, step.outputs)
+                self.upstreams[step.key] = step.upstream_steps
+            if event == "started":
+                row.status = "running"
+            elif event == "skipped":
+                row.status = "skipped"
+                row.error = self._skip_reason(step.key)
+            else:
+                row.status = event
+                if result is not None:
+                    row.duration_s = result.duration_s
+                    if result.error is not None:
+                        row.error = result.error.summary()
+                        row.traceback = result.error.traceback
+
+    def _skip_reason(self, key: str) -> str:
+        culprits = [up for up in sorted(self.upstreams.get(key, ())) if self.rows.get(up, StepRow(up)).status
+                    in ("failed", "skipped")]
+        if culprits:
+            return f"skipped: upstream '{culprits[0]}' did not succeed"
+        return "skipped: upstream dependency failed"
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STYLES, 0)
+        for row in self.rows.values():
+            counts[row.status] += 1
+        return counts
+
+    # -- live display -----------------------------------------------------------------------
+    def render(self) -> RenderableType:
+        with self._lock:
+            counts = self.counts()
+            running = [row.key for row in self.rows.values() if row.status == "running"]
+        total = len(self.rows)
+        finished = counts["succeeded"] + counts["failed"] + counts["skipped"]
+        head = Table.grid(padding=(0, 1))
+        head.add_row(
+            ProgressBar(total=max(total, 1), completed=finished, width=30),
+            Text(f"{finished}/{total} steps", style="bold"),
+            Text(f"{time.monotonic() - self.started:.1f}s", style="dim"),
+        )
+        line = Text.assemble(
+            (f"{counts['succeeded']} done", STYLES["succeeded"]), "  ",
+            (f"{counts['running']} running", STYLES["running"]), "  ",
+            (f"{counts['failed']} failed", STYLES["failed"] if counts["failed"] else "dim"), "  ",
+            (f"{counts['skipped']} skipped", STYLES["skipped"] if counts["skipped"] else "dim"),
+        )
+        names = ", ".join(running[:MAX_RUNNING_NAMES])
+        if len(running) > MAX_RUNNING_NAMES:
+            names += f" (+{len(running) - MAX_RUNNING_NAMES} more)"
+        parts: list[RenderableType] = [head, line]
+        if names:
+            parts.append(Text(f"running: {names}", style=STYLES["running"], overflow="ellipsis", no_wrap=True))
+        return Group(*parts)
+
+    # -- the end ----------------------------------------------------------------------------
+    def summary_table(self) -> Table:
+        table = Table(title="rivers run", title_justify="left", expand=False)
+        table.add_column("step / asset", overflow="fold")
+        table.add_column("status")
+        table.add_column("duration", justify="right")
+        table.add_column("error", overflow="fold")
+        rows = list(self.rows.values())
+        room = max(0, MAX_TABLE_ROWS - sum(row.status == "failed" for row in rows))
+        shown: list[StepRow] = []
+        for row in rows:  # failures are always listed; the rest while there is room
+            if row.status == "failed" or room > 0:
+                room -= row.status != "failed"
+                shown.append(row)
+        for row in shown:
+            table.add_row(
+                _label(row), Text(row.status, style=STYLES.get(row.status, "")),
+                "-" if row.duration_s is None else _duration(row.duration_s), _first_line(row.error),
+            )
+        listed = {row.key for row in shown}
+        hidden = [row for row in rows if row.key not in listed]
+        if hidden:
+            kinds = ", ".join(f"{n} {status}" for status, n in _tally(hidden).items())
+            table.add_row(Text(f"(+{len(hidden)} more: {kinds})", style="dim"), "", "", "")
+        return table
+
+    def tracebacks(self) -> list[tuple[str, str]]:
+        """(step, traceback) of the first failed steps, for the user to debug."""
+        failed = [row for row in self.rows.values() if row.status == "failed" and row.traceback]
+        return [(row.key, row.traceback.rstrip()) for row in failed[:MAX_TRACEBACKS]]
+
+    def final_line(self, result: RunResult) -> Text:
+        counts = self.counts()
+        verdict = ("succeeded", "bold green") if result.success else ("failed", "bold red")
+        return Text.assemble(
+            "run ", (result.run_id, "bold"), " ", verdict,
+            f": success={result.success}, {len(self.rows)} steps, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped, {time.monotonic() - self.started:.2f}s",
+        )
+
+
+def _tally(rows: list[StepRow]) -> dict[str, int]:
+    tally: dict[str, int] = {}
+    for row in rows:
+        tally[row.status] = tally.get(row.status, 0) + 1
+    return tally
+
+
+def _label(row: StepRow) -> str:
+    if row.outputs and row.outputs != (row.key,):
+        return f"{row.key} -> {', '.join(row.outputs)}"
+    return row.key
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _first_line(message: str, limit: int = 300) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def print_summary(console: Console, progress: RunProgress, result: RunResult) -> None:
+    console.print(progress.summary_table())
+    for key, text in progress.tracebacks():
+        console.print(Text(f"\ntraceback of step '{key}':", style="bold red"))
+        console.print(Text(text), soft_wrap=True, highlight=False)
+    console.print(progress.final_line(result), soft_wrap=True)
