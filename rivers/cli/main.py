@@ -124,7 +124,7 @@ def _import(name: str) -> ModuleType:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             raise UsageError(f"no module named '{name}' (searched {os.getcwd()} and sys.path)") from None
         raise UsageError(f"importing '{name}' failed: {describe(exc)}") from None
-    except Exception as exc:  # the user's module raised while importing
+    except Exception as exc:  # noqa: BLE001 - the user's module raised while importing
         raise UsageError(f"importing '{name}' failed: {describe(exc)}") from None
 
 
@@ -161,7 +161,7 @@ def prepare(repo: CodeRepository, args: argparse.Namespace) -> tuple[list[Step],
         plan = build_plan(graph, outputs, Executor.in_process(), False)
     except RIVERS_ERRORS as exc:
         raise UsageError(f"{type(exc).__name__}: {exc}") from None
-    except Exception as exc:  # a resource's setup(), say: user code failing before the run
+    except Exception as exc:  # noqa: BLE001 - user code (a resource setup()) failed before the run
         raise UsageError(f"the repository could not be prepared: {describe(exc)}") from None
     return list(plan.steps.values()), start
 
