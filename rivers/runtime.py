@@ -24,7 +24,7 @@ from rivers.definitions.assets import MultiAsset, SelfDependency
 from rivers.definitions.contexts import AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.nodes import NodeDefinition
 from rivers.definitions.outputs import DynamicOutput, Materialization, Output, raw_metadata
-from rivers.definitions.policies import HookContext
+from rivers.definitions.policies import Hook, HookContext
 from rivers.exceptions import AssetOutputValidationError
 from rivers.io.base import InputContext, OutputContext
 from rivers.resolve import OutputSlot, Param
@@ -227,18 +227,26 @@ class StepExecution:
         definition = self.call.definition
         if not definition.hooks:
             return
-        wanted = "failure" if error is not None else "success"
-        output = next(iter(self.values.values()), None) if len(self.values) == 1 else dict(self.values)
+        values = self.values
+        output = values[definition.name] if definition.name in values else (
+            next(iter(values.values()), None) if len(values) == 1 else dict(values)
+        )
         metadata = {k: v for out in self.done.values() for k, v in out.metadata.items()}
         config = self.context.config if self.context is not None else None
         hc = HookContext(definition.name, self.call.run_id, output if error is None else None, error, metadata, config)
-        for hook in definition.hooks:
-            if hook.on != wanted:
-                continue
-            try:
-                hook.fn(hc)
-            except Exception:  # hooks are never fatal
-                logger.exception("hook of '%s' failed", definition.name)
+        fire_hooks(definition.hooks, hc)
+
+
+def fire_hooks(hooks: list[Hook], hc: HookContext) -> None:
+    """Call the hooks that match the outcome (failure when `hc.error` is set); errors are logged, never raised."""
+    wanted = "failure" if hc.error is not None else "success"
+    for hook in hooks:
+        if hook.on != wanted:
+            continue
+        try:
+            hook.fn(hc)
+        except Exception:  # hooks are never fatal
+            logger.exception("hook of '%s' failed", hc.asset_name)
 
 
 def fan_out_keys(name: str, value: Any) -> list[str]:

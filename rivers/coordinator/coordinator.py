@@ -32,14 +32,14 @@ from pydantic import BaseModel
 from rivers import defaults
 from rivers.coordinator.state import RunState
 from rivers.definitions.graph import CollectNode
-from rivers.definitions.policies import RetryPolicy
+from rivers.definitions.policies import HookContext, RetryPolicy
 from rivers.exceptions import ExecutionError
 from rivers.io.base import InputContext
 from rivers.logs import get_logger
 from rivers.plan import Plan, Step
 from rivers.queues.base import StepQueue, StepRequest
 from rivers.results import OutputResult, RunResult, StepError, StepResult
-from rivers.runtime import StepCall, fan_out_keys, run_step, run_step_async
+from rivers.runtime import StepCall, fan_out_keys, fire_hooks, run_step, run_step_async
 
 RunListener = Callable[[str, Step, StepResult | None], None]  # (event, step, result)
 
@@ -95,7 +95,28 @@ class Coordinator:
         finally:
             if self._loop is not None:
                 self._loop.close()
+        self._fire_graph_hooks()
         return self._run_result()
+
+    def _fire_graph_hooks(self) -> None:
+        """A graph asset's hooks fire once per run: failure if any internal task failed, else success."""
+        graphs: dict[str, Any] = {}
+        for step in self.plan.steps.values():
+            graph = getattr(step.node.definition, "graph", None)
+            if graph is not None and graph.hooks:
+                graphs.setdefault(graph.name, graph)
+        for name, graph in graphs.items():
+            members = [s for s in self.plan.steps.values() if getattr(s.node.definition, "graph", None) is graph]
+            failed = [self.state.results[s.key] for s in members if self.state.status[s.key] == "failed"]
+            if not failed and any(self.state.status[s.key] != "succeeded" for s in members):
+                continue  # skipped because of a failure upstream of the graph: no outcome of its own
+            output = None
+            if not failed and name in self.state.output_status:
+                final = next(s for s in members if name in s.node.outputs)
+                slot = final.node.outputs[name]
+                output = slot.handler.load_input(InputContext(name, None, slot.metadata))
+            error = failure_exception(failed[0]) if failed else None
+            fire_hooks(graph.hooks, HookContext(name, self.run_id, output, error, {}, None))
 
     def _has_work(self) -> bool:
         return bool(self.local or self.in_flight or self.timers)
