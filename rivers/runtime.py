@@ -33,6 +33,8 @@ from rivers.typecheck import describe, matches
 
 logger = logging.getLogger("rivers.runtime")
 
+SKIPPED_REASON = "Skipped: upstream dependency failed"
+
 
 @dataclass(slots=True)
 class StepCall:
@@ -211,6 +213,8 @@ class StepExecution:
             first_exc = first_exc or missing
             error = StepError.from_exception(missing)
             first_error = first_error or error
+            if slot.name == getattr(call.definition, "graph_name", None):  # the graph is skipped, not failed
+                error = StepError(type="ExecutionError", module="rivers.exceptions", message=SKIPPED_REASON)
             outputs.append(OutputResult(name=slot.name, status="failed", error=error))
         if self.capture is not None and self.context is not None:
             self.context.log.removeHandler(self.capture)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rivers.plan import Plan, Step
 from rivers.results import OutputResult, StepResult
+from rivers.runtime import SKIPPED_REASON
 
-SKIPPED_MESSAGE = "ExecutionError: Skipped: upstream dependency failed"
+SKIPPED_MESSAGE = f"ExecutionError: {SKIPPED_REASON}"
 
 
 class RunState:
