@@ -41,6 +41,7 @@ class RunProgress:
 
     def __init__(self, planned: list[Step]) -> None:
         self.rows: dict[str, StepRow] = {step.key: StepRow(step.key, step.outputs) for step in planned}
+        self.planned_order = {step.key: i for i, step in enumerate(planned)}
         self.upstreams: dict[str, frozenset[str]] = {step.key: step.upstream_steps for step in planned}
         self.started = time.monotonic()
         self._lock = threading.Lock()
@@ -112,7 +113,7 @@ class RunProgress:
         table.add_column("status")
         table.add_column("duration", justify="right")
         table.add_column("error", overflow="fold")
-        rows = list(self.rows.values())
+        rows = self.ordered_rows()
         room = max(0, MAX_TABLE_ROWS - sum(row.status == "failed" for row in rows))
         shown: list[StepRow] = []
         for row in rows:  # failures are always listed; the rest while there is room
@@ -130,6 +131,18 @@ class RunProgress:
             kinds = ", ".join(f"{n} {status}" for status, n in _tally(hidden).items())
             table.add_row(Text(f"(+{len(hidden)} more: {kinds})", style="dim"), "", "", "")
         return table
+
+    def ordered_rows(self) -> list[StepRow]:
+        """Plan order; a step found during the run (fan-out instance `t__k`) right after its base step `t`."""
+        order = self.planned_order
+        end = len(order)
+
+        def position(arrival: int, key: str) -> tuple[int, int]:
+            base = key.rsplit("__", 1)[0]
+            return (order[key], 0) if key in order else (order.get(base, end), 1 + arrival)
+
+        keyed = [(position(i, key), row) for i, (key, row) in enumerate(self.rows.items())]
+        return [row for _, row in sorted(keyed, key=lambda item: item[0])]
 
     def tracebacks(self) -> list[tuple[str, str]]:
         """(step, traceback) of the first failed steps, for the user to debug."""
