@@ -149,3 +149,7 @@ repo = rs.CodeRepository(
     default_io_handler=rs.PickleIOHandler(LocalStore(str(DATA_DIR.resolve()), mkdir=True)),
     default_executor=rs.Executor.in_process(),
 )
+
+
+if __name__ == "__main__":  # `python -m examples.demo`: show the report of the last run
+    print(repo.load_node("revenue_report"))
