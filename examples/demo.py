@@ -7,7 +7,8 @@
     check_report (a task) runs after revenue_report.
 
 Values are pickled under ./.rivers-demo/ so that you can look at them (or load them with
-`repo.load_node("daily_revenue")`) after the run. Run it with `rivers materialize examples.demo:repo`.
+`repo.load_node("daily_revenue")`) after the run. Run it with `rivers materialize examples.demo:repo`;
+after one full run, `--job reports` recomputes only the report, loading its inputs from those files.
 """
 
 from __future__ import annotations
