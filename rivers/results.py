@@ -31,7 +31,8 @@ class StepError(BaseModel):
         )
 
     def summary(self) -> str:
-        return f"{self.type}: {self.message}"
+        """`"<ExcType>: <message>"` with the bare class name (no `<locals>` or outer-class path)."""
+        return f"{self.type.rpartition('.')[2]}: {self.message}"
 
 
 class OutputResult(BaseModel):
