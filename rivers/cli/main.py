@@ -183,15 +183,17 @@ def display(console: Console, progress: RunProgress) -> Iterator[None]:
         if not console.is_terminal:
             yield
             return
-        with quiet_logs(), Live(console=console, get_renderable=progress.render, refresh_per_second=8,
-                                transient=True, redirect_stdout=True, redirect_stderr=True):
+        # Logs are redirected above the display only when they would reach the same terminal anyway.
+        shared = sys.stderr.isatty()
+        with quiet_logs(shared), Live(console=console, get_renderable=progress.render, refresh_per_second=8,
+                                      transient=True, redirect_stdout=True, redirect_stderr=shared):
             yield
 
 
 @contextmanager
-def quiet_logs() -> Iterator[None]:
+def quiet_logs(enabled: bool) -> Iterator[None]:
     """Step events at INFO would push the live display around; keep WARNING+ unless the user chose a level."""
-    if defaults.LOG_LEVEL_ENV in os.environ:
+    if not enabled or defaults.LOG_LEVEL_ENV in os.environ:
         yield
         return
     os.environ[defaults.LOG_LEVEL_ENV] = "WARNING"
