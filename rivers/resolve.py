@@ -71,6 +71,7 @@ class ResolvedNode:
     return_hint: Any
     retry: RetryPolicy | None
     executor_key: str | None  # from rivers/executor metadata
+    members: list[ResolvedNode] = field(default_factory=list)  # a fused graph: its internal nodes, in order
 
     @property
     def runnable(self) -> bool:
@@ -219,8 +220,10 @@ class Resolver:
             assert graph is not None
             output_defs = [*output_defs, AssetDef(graph.name, graph.io_handler or None, graph.metadata)]
         for out in output_defs:
+            # a multi-asset's io_handler writes every output without its own; a graph's final task
+            # writes only its own value with it (the graph's value has the graph's handler)
             handler = self.handler_for(out.io_handler, out.name) or (
-                node_handler if out.name == definition.name else None
+                node_handler if out.name == definition.name or isinstance(definition, MultiAsset) else None
             )
             metadata = {**definition.metadata, **out.metadata}
             explicit = handler is not None or self.default_handler_is_explicit
@@ -263,7 +266,8 @@ class Resolver:
             if ctx is not None or pname == "context":
                 if index != 0:
                     raise ExecutionError(f"Context must be the first parameter of '{name}'")
-                default_context = TaskExecutionContext if isinstance(definition, (Task, GraphTaskNode)) else AssetExecutionContext
+                is_task = isinstance(definition, (Task, GraphTaskNode))
+                default_context = TaskExecutionContext if is_task else AssetExecutionContext
                 node.context_type = ctx or default_context
                 node.config_type = config_type_of(hint)
                 node.params.append(Param(pname, "context", type_hint=hint))
