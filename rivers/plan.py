@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rivers.definitions.executors import Executor
+from rivers.definitions.graph import EXECUTOR_METADATA, NODE_EXECUTOR_METADATA, CollectNode, GraphAsset
 from rivers.exceptions import GraphValidationError
 from rivers.resolve import ResolvedGraph, ResolvedNode
 
@@ -52,6 +53,7 @@ def build_plan(
     executor_explicit: bool,
 ) -> Plan:
     """Steps for the selected outputs of runnable nodes (selection already expanded and validated)."""
+    graph = fuse_graphs(graph, executor, selected_outputs)
     wanted: dict[str, list[str]] = {}
     for name, node in graph.nodes.items():
         if node.runnable:
@@ -64,7 +66,8 @@ def build_plan(
     for name in topological_order(graph, set(wanted)):
         node = graph.nodes[name]
         needs = frozenset(out for out in node.needs if out in selected_outputs and graph.producer[out] in wanted)
-        check_loadable(graph, node, needs)
+        for member in node.members or [node]:
+            check_loadable(graph, member, needs | frozenset(node.outputs))
         upstream = frozenset(graph.producer[out] for out in needs)
         level = 1 + max((steps[up].level for up in upstream), default=-1)
         requested = node.executor_key or executor.key
@@ -76,6 +79,48 @@ def build_plan(
         for out in needs:
             consumers.setdefault(out, []).append(name)
     return Plan(steps, consumers, moved)
+
+
+def fuse_graphs(graph: ResolvedGraph, executor: Executor, selected: set[str]) -> ResolvedGraph:
+    """Graphs that run elsewhere with in-process internals become one step each (API.md §1).
+
+    Such a step runs all its internal tasks one after another in the same worker: the values
+    between them never come back to the coordinator.
+    """
+    groups: dict[str, list[ResolvedNode]] = {}
+    for name, asset in graph.graphs.items():
+        own = asset.metadata.get(EXECUTOR_METADATA) or executor.key
+        if asset.metadata.get(NODE_EXECUTOR_METADATA) != "in_process" or own == "in_process":
+            continue
+        members = [graph.nodes[n.name] for n in asset.nodes if set(graph.nodes[n.name].outputs) & selected]
+        if members and not any(isinstance(m.definition, CollectNode) or m.definition.fan_out_source  # type: ignore[attr-defined]
+                               for m in members):
+            groups[name] = members
+    if not groups:
+        return graph
+    owner = {m.name: name for name, members in groups.items() for m in members}
+    nodes: dict[str, ResolvedNode] = {}
+    producer = dict(graph.producer)
+    for name, node in graph.nodes.items():
+        if name not in owner:
+            nodes[name] = node
+        elif owner[name] not in nodes:
+            nodes[owner[name]] = _fused_node(graph.graphs[owner[name]], groups[owner[name]])
+    for name, members in groups.items():
+        for member in members:
+            for out in member.outputs:
+                producer[out] = name
+    return ResolvedGraph(nodes, producer, graph.graphs)
+
+
+def _fused_node(asset: GraphAsset, members: list[ResolvedNode]) -> ResolvedNode:
+    outputs = {out: slot for m in members for out, slot in m.outputs.items()}
+    needs = {need for m in members for need in m.needs} - set(outputs)
+    return ResolvedNode(
+        name=asset.name, definition=asset, params=[], outputs=outputs, needs=needs, context_type=None,
+        config_type=None, return_hint=None, retry=members[-1].retry,
+        executor_key=asset.metadata.get(EXECUTOR_METADATA), members=members,
+    )
 
 
 def topological_order(graph: ResolvedGraph, names: set[str]) -> list[str]:
@@ -121,8 +166,18 @@ def _has_input_override(node: ResolvedNode, source: str) -> bool:
 
 
 def touches_process_local(node: ResolvedNode, outputs: list[str]) -> bool:
-    """Whether the step reads or writes a value that lives only in this process."""
-    for out in outputs:
-        if node.outputs[out].handler.is_process_local():
-            return True
-    return any(p.handler is not None and p.handler.is_process_local() for p in node.params)
+    """Whether the step reads or writes a value that lives only in this process.
+
+    A fused graph keeps the values passed between its internal tasks inside its worker, so only
+    its inputs from outside and the graph's own output count.
+    """
+    if node.members:
+        graph_output = node.definition.name
+        inside = set(node.outputs)
+        params = [p for m in node.members for p in m.params if p.source not in inside]
+        written = [graph_output] if graph_output in outputs else []
+    else:
+        params, written = node.params, outputs
+    if any(node.outputs[out].handler.is_process_local() for out in written):
+        return True
+    return any(p.handler is not None and p.handler.is_process_local() for p in params)

@@ -10,6 +10,7 @@ StepSpec back into the same StepCall (see spec.py). Nothing else differs.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -52,6 +53,7 @@ class StepCall:
     config: dict[str, Any] | None = None
     return_hint: Any = inspect.Signature.empty
     tags: list[str] = field(default_factory=list)
+    members: list[StepCall] = field(default_factory=list)  # a fused graph: its internal tasks, in order
 
 
 class _LogCapture(logging.Handler):
@@ -270,6 +272,8 @@ def fan_out_keys(name: str, value: Any) -> list[str]:
 
 def run_step(call: StepCall) -> StepResult:
     """Run a synchronous step to its StepResult; never raises for errors of user code."""
+    if call.members:
+        return run_fused(call)
     execution = StepExecution(call)
     fn = call.definition.fn
     assert fn is not None
@@ -283,6 +287,32 @@ def run_step(call: StepCall) -> StepResult:
     except Exception as exc:  # noqa: BLE001 - reported in the StepResult
         return execution.result(exc)
     return execution.result()
+
+
+def run_fused(call: StepCall) -> StepResult:
+    """Run a fused graph's internal tasks one after another here; a failure skips what depends on it."""
+    started, clock = time.time(), time.perf_counter()
+    outputs: list[OutputResult] = []
+    logs: list[LogEntry] = []
+    failed: set[str] = set()
+    first: StepResult | None = None
+    for member in call.members:
+        if any(p.source in failed for p in member.params):
+            error = StepError(type="ExecutionError", module="rivers.exceptions", message=SKIPPED_REASON)
+            outputs.extend(OutputResult(name=s.name, status="failed", error=error) for s in member.outputs)
+            failed.update(s.name for s in member.outputs)
+            continue
+        result = asyncio.run(run_step_async(member)) if member.definition.is_async else run_step(member)
+        outputs.extend(result.outputs)
+        logs.extend(result.logs)
+        if result.status == "failed":
+            failed.update(s.name for s in member.outputs)
+            first = first or result
+    return StepResult(
+        run_id=call.run_id, step_key=call.step_key, attempt=call.attempt,
+        status="failed" if first else "succeeded", outputs=outputs, error=first.error if first else None,
+        started_at=started, duration_s=time.perf_counter() - clock, pid=os.getpid(), logs=logs,
+    ).with_exception(first.exception if first else None)
 
 
 async def run_step_async(call: StepCall) -> StepResult:

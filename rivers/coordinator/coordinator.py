@@ -38,6 +38,7 @@ from rivers.io.base import InputContext
 from rivers.logs import get_logger
 from rivers.plan import Plan, Step
 from rivers.queues.base import StepQueue, StepRequest
+from rivers.resolve import ResolvedNode
 from rivers.results import OutputResult, RunResult, StepError, StepResult
 from rivers.runtime import StepCall, fan_out_keys, fire_hooks, run_step, run_step_async
 
@@ -220,6 +221,12 @@ class Coordinator:
         node = step.node
         if step.instance_of is not None:
             return self._instance_call(step, attempt)
+        if node.members:
+            return StepCall(
+                run_id=self.run_id, step_key=step.key, attempt=attempt, definition=node.definition, params=[],
+                outputs=[node.outputs[name] for name in step.outputs], resources=self.resources,
+                members=[self._member_call(member, attempt) for member in node.members],
+            )
         outputs = [node.outputs[name] for name in step.outputs]
         params = node.params
         definition = node.definition
@@ -230,6 +237,14 @@ class Coordinator:
             run_id=self.run_id, step_key=step.key, attempt=attempt, definition=definition,
             params=params, outputs=outputs, resources=self.resources, context_type=node.context_type,
             config_type=node.config_type, config=self.step_config.get(step.key), return_hint=node.return_hint,
+        )
+
+    def _member_call(self, node: ResolvedNode, attempt: int) -> StepCall:
+        return StepCall(
+            run_id=self.run_id, step_key=node.name, attempt=attempt, definition=node.definition,
+            params=node.params, outputs=list(node.outputs.values()), resources=self.resources,
+            context_type=node.context_type, config_type=node.config_type, config=self.step_config.get(node.name),
+            return_hint=node.return_hint,
         )
 
     def _instance_call(self, step: Step, attempt: int) -> StepCall:

@@ -280,6 +280,11 @@ class GraphAsset(Asset):
         return nodes
 
     @property
+    def graph(self) -> GraphAsset:
+        """Itself: a fused graph step's definition is the graph asset."""
+        return self
+
+    @property
     def upstream_names(self) -> list[str]:
         return [p for p in inspect.signature(self.fn).parameters] if self.fn else []  # type: ignore[arg-type]
 
