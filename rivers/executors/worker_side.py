@@ -1,0 +1,87 @@
+"""What runs inside a pool process: rebuild the step from its spec, run it, send the result back.
+
+Before a step starts, the process writes its pid to a marker file named after the submission
+token and removes it when the step ends. If the process dies, its marker stays behind: that is
+how the pool's owner learns which step it was running (see parallel.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+import cloudpickle
+
+from rivers import signing
+from rivers.exceptions import SpecError
+from rivers.results import LogEntry, OutputResult, StepError, StepResult
+from rivers.runtime import run_step
+from rivers.spec import StepSpec, call_from_spec
+
+_marker_dir: str | None = None
+
+
+def initialize(key: bytes, marker_dir: str, log_level: int) -> None:
+    """The loky initializer of every pool process."""
+    global _marker_dir
+    signing.use_key(key)
+    _marker_dir = marker_dir
+    for name in ("rivers.assets", "rivers.tasks"):  # context.log records must reach the step's capture
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(log_level)
+
+
+def run_spec(spec_json: str, token: str) -> tuple[str, bytes | None]:
+    """Run one step: (StepResult JSON, the pickled exception of a failure or None)."""
+    marker = os.path.join(_marker_dir, token) if _marker_dir else None
+    if marker is not None:
+        with open(marker, "w") as fh:
+            fh.write(str(os.getpid()))
+    try:
+        result = _run(StepSpec.model_validate_json(spec_json))
+        return result.model_dump_json(), _pickled_exception(result.exception)
+    finally:
+        if marker is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(marker)
+
+
+def _run(spec: StepSpec) -> StepResult:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            result = run_step(call_from_spec(spec))
+        except SpecError as exc:
+            result = failed_result(spec.run_id, spec.step_key, spec.attempt, [o.name for o in spec.outputs], exc)
+    now = time.time()
+    for stream, level, text in (("stdout", "INFO", stdout.getvalue()), ("stderr", "WARNING", stderr.getvalue())):
+        result.logs.extend(LogEntry(logger=stream, level=level, message=line, created=now)
+                           for line in text.splitlines())
+    return result
+
+
+def failed_result(
+    run_id: str, step_key: str, attempt: int, outputs: Iterable[str], exc: BaseException, *,
+    infrastructure: bool = False,
+) -> StepResult:
+    """The report of an attempt that failed before (or outside) the step runtime."""
+    error = StepError.from_exception(exc, infrastructure=infrastructure)
+    return StepResult(
+        run_id=run_id, step_key=step_key, attempt=attempt, status="failed",
+        outputs=[OutputResult(name=name, status="failed", error=error) for name in outputs],
+        error=error, pid=os.getpid(),
+    ).with_exception(exc)
+
+
+def _pickled_exception(exc: BaseException | None) -> bytes | None:
+    """The exception for the coordinator to re-raise with its own type, if it pickles."""
+    if exc is None:
+        return None
+    try:
+        return cloudpickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - the coordinator rebuilds the type from the StepError instead
+        return None

@@ -1,0 +1,327 @@
+"""StepSpec: a step described as JSON, so that it can run in another process.
+
+    StepCall (live objects) ──spec_from_call──> StepSpec (JSON) ──call_from_spec──> StepCall (rebuilt)
+
+Code travels by reference, `Ref(module, qualname)`: the worker imports the module and takes the
+attribute, which must be what the spec says it is (a node definition, an IO handler class, a pydantic
+model class, a context class) — so a spec cannot name arbitrary callables. Code that cannot be
+imported (`<locals>`, lambdas, `__main__`) travels as a cloudpickle blob signed with HMAC-SHA256 and
+is verified before it is unpickled. IO handlers and resources travel as their class plus their JSON
+configuration and are rebuilt with `model_validate_json`. Values never travel in a spec: inputs are
+loaded, and outputs written, by the process that runs the step.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import copy
+import importlib
+import inspect
+import sys
+import threading
+import typing
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic_core import to_json
+
+from rivers import signing
+from rivers.definitions.assets import AssetDef, MultiAsset
+from rivers.definitions.contexts import CONTEXT_TYPES
+from rivers.definitions.nodes import NodeDefinition
+from rivers.definitions.resources import setup_resource, teardown_resource
+from rivers.exceptions import BadSignature, SpecError
+from rivers.io.base import BaseIOHandler
+from rivers.resolve import OutputSlot, Param, type_hints_of
+from rivers.runtime import StepCall
+
+
+class Ref(BaseModel, frozen=True):
+    """An importable object: `getattr(import_module(module), *qualname.split("."))`."""
+
+    module: str
+    qualname: str
+
+
+class Pickled(BaseModel, frozen=True):
+    """Code that cannot be imported: cloudpickle bytes (base64) and their HMAC-SHA256."""
+
+    data: str
+    signature: str
+
+
+Code = Ref | Pickled
+
+
+class ObjectSpec(BaseModel, frozen=True):
+    """A pydantic object (IO handler, resource) as its class and its JSON configuration."""
+
+    ref: Code
+    config_json: str
+
+
+class ParamSpec(BaseModel):
+    name: str
+    kind: str  # "context" | "self" | "input" | "resource"
+    source: str | None = None
+    handler: int | None = None  # index into StepSpec.handlers
+    metadata: dict[str, str] = {}
+
+
+class OutputSpec(BaseModel):
+    name: str
+    handler: int
+    metadata: dict[str, str] = {}
+
+
+class StepSpec(BaseModel):
+    """One attempt of one step, as JSON. Type hints are recomputed from the imported function."""
+
+    run_id: str
+    step_key: str
+    attempt: int
+    executor: str
+    definition: Code
+    params: list[ParamSpec]
+    outputs: list[OutputSpec]  # the selected outputs
+    handlers: list[ObjectSpec]
+    resources: dict[str, ObjectSpec]
+    context_type: Code | None = None
+    config_type: Code | None = None
+    config: dict[str, Any] | None = None
+    tags: list[str] = []
+
+
+# -- building a spec (the coordinator's side) ----------------------------------------------------
+
+_definition_codes: weakref.WeakKeyDictionary[NodeDefinition, Code] = weakref.WeakKeyDictionary()
+_class_codes: dict[type, Code] = {}
+
+
+def spec_from_call(call: StepCall, executor: str) -> StepSpec:
+    """Describe a live StepCall as a StepSpec; raises SpecError naming the step when it cannot."""
+    step = call.step_key
+    handlers: list[ObjectSpec] = []
+    handler_index: dict[int, int] = {}
+
+    def handler_id(handler: BaseIOHandler) -> int:
+        if id(handler) not in handler_index:
+            handler_index[id(handler)] = len(handlers)
+            handlers.append(object_spec(handler, step))
+        return handler_index[id(handler)]
+
+    params: list[ParamSpec] = []
+    resources: dict[str, ObjectSpec] = {}
+    for param in call.params:
+        index = handler_id(param.handler) if param.handler is not None else None
+        params.append(ParamSpec(name=param.name, kind=param.kind, source=param.source, handler=index,
+                                metadata=param.metadata))
+        if param.kind == "resource":
+            assert param.source is not None
+            resources[param.source] = object_spec(call.resources[param.source], step)
+    outputs = [OutputSpec(name=slot.name, handler=handler_id(slot.handler), metadata=slot.metadata)
+               for slot in call.outputs]
+    return StepSpec(
+        run_id=call.run_id, step_key=step, attempt=call.attempt, executor=executor,
+        definition=definition_code(call.definition), params=params, outputs=outputs, handlers=handlers,
+        resources=resources,
+        context_type=class_code(call.context_type, step) if call.context_type is not None else None,
+        config_type=class_code(call.config_type, step) if call.config_type is not None else None,
+        config=call.config, tags=list(call.tags),
+    )
+
+
+def definition_code(definition: NodeDefinition) -> Code:
+    """A node definition by reference when importing it gives this very object, else signed pickle."""
+    code = _definition_codes.get(definition)
+    if code is None:
+        code = _ref_if_importable(definition) or _pickled(_portable_copy(definition))
+        _definition_codes[definition] = code
+    return code
+
+
+def class_code(cls: type, step: str) -> Code:
+    code = _class_codes.get(cls)
+    if code is None:
+        try:
+            code = _ref_if_importable(cls) or _pickled(cls)
+        except Exception as exc:  # cloudpickle raises many types
+            raise SpecError(f"step '{step}': class {cls.__qualname__} cannot be sent to a worker: {exc}") from exc
+        _class_codes[cls] = code
+    return code
+
+
+def object_spec(obj: BaseModel, step: str) -> ObjectSpec:
+    """A handler or resource as (class, JSON); secrets are revealed, since the worker needs them."""
+    try:
+        config_json = to_json(obj.model_dump(round_trip=True), fallback=_reveal).decode()
+    except Exception as exc:  # any field that has no JSON form
+        raise SpecError(
+            f"step '{step}': {type(obj).__name__} cannot be sent to a worker as JSON "
+            f"(give it an importable class and JSON-serialisable fields): {exc}"
+        ) from exc
+    return ObjectSpec(ref=class_code(type(obj), step), config_json=config_json)
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr | SecretBytes):
+        secret = value.get_secret_value()
+        return secret.decode() if isinstance(secret, bytes) else secret
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _ref_if_importable(obj: Any) -> Ref | None:
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return None
+    if module == "__main__" or "<" in qualname:
+        return None
+    try:
+        found = _import(module, qualname)
+    except (ImportError, AttributeError):
+        return None
+    return Ref(module=module, qualname=qualname) if found is obj else None
+
+
+def _pickled(obj: Any) -> Pickled:
+    data = cloudpickle.dumps(obj)
+    return Pickled(data=base64.b64encode(data).decode(), signature=signing.sign(data))
+
+
+def _portable_copy(definition: NodeDefinition) -> NodeDefinition:
+    """The definition without what the worker gets from the spec (handlers) or never uses (retry)."""
+    portable = copy.copy(definition)
+    portable.io_handler = None
+    portable.retry = None
+    if hasattr(portable, "deps"):
+        portable.deps = []  # type: ignore[attr-defined]
+    if isinstance(portable, MultiAsset):
+        portable.output_defs = [AssetDef(out.name, None, out.metadata) for out in portable.output_defs]
+    return portable
+
+
+# -- rebuilding a call (the worker's side) -------------------------------------------------------
+
+_lock = threading.Lock()
+_code_cache: dict[Code, Any] = {}
+_object_cache: dict[ObjectSpec, BaseModel] = {}
+_hints_cache: dict[int, dict[str, Any]] = {}
+_set_up: list[BaseModel] = []
+
+
+def call_from_spec(spec: StepSpec) -> StepCall:
+    """Rebuild the StepCall a spec describes; raises SpecError (naming the step) when it cannot."""
+    step = spec.step_key
+    definition = load_code(spec.definition, step, _is_definition, "a rivers Asset or Task")
+    assert definition.fn is not None
+    hints = _hints(definition)
+    handlers = [rebuild(obj, step, BaseIOHandler, "an IO handler") for obj in spec.handlers]
+    params: list[Param] = []
+    for p in spec.params:
+        hint = hints.get(p.name)
+        if p.kind == "self":
+            args = typing.get_args(hint)
+            hint = args[0] if args else None
+        handler = handlers[p.handler] if p.handler is not None else None
+        params.append(Param(p.name, p.kind, p.source, hint, handler, dict(p.metadata)))
+    outputs = [OutputSlot(o.name, handlers[o.handler], dict(o.metadata), True) for o in spec.outputs]
+    resources = {key: rebuild(obj, step, BaseModel, "a pydantic model", setup=True)
+                 for key, obj in spec.resources.items()}
+    context_type = config_type = None
+    if spec.context_type is not None:
+        context_type = load_code(spec.context_type, step, lambda c: c in CONTEXT_TYPES, "a context class")
+    if spec.config_type is not None:
+        config_type = load_code(spec.config_type, step, _is_model_class, "a pydantic model class")
+    return StepCall(
+        run_id=spec.run_id, step_key=step, attempt=spec.attempt, definition=definition, params=params,
+        outputs=outputs, resources=resources, context_type=context_type, config_type=config_type,
+        config=spec.config, return_hint=hints.get("return", inspect.Signature.empty), tags=list(spec.tags),
+    )
+
+
+def load_code(code: Code, step: str, allowed: Callable[[Any], bool], expected: str) -> Any:
+    """Import (or verify and unpickle) `code`, refusing anything that is not `expected`."""
+    found = _code_cache.get(code)
+    if found is not None:
+        return found
+    try:
+        if isinstance(code, Ref):
+            found = _import(code.module, code.qualname)
+            where = f"{code.module}:{code.qualname}"
+        else:
+            data = base64.b64decode(code.data)
+            signing.verify(data, code.signature)
+            found = cloudpickle.loads(data)
+            where = "a pickled object"
+    except BadSignature as exc:
+        raise SpecError(f"step '{step}': {exc}") from exc
+    except Exception as exc:  # import errors of user modules are of any type
+        raise SpecError(f"step '{step}': cannot load its code: {type(exc).__name__}: {exc}") from exc
+    if not allowed(found):
+        raise SpecError(f"step '{step}': {where} is not {expected}, refusing to use it")
+    _code_cache[code] = found
+    return found
+
+
+def rebuild(obj: ObjectSpec, step: str, base: type[BaseModel], expected: str, setup: bool = False) -> Any:
+    """The object an ObjectSpec describes, cached per (class, configuration) in this process."""
+    with _lock:
+        found = _object_cache.get(obj)
+        if found is not None:
+            return found
+    cls = load_code(obj.ref, step, lambda c: isinstance(c, type) and issubclass(c, base), expected)
+    try:
+        found = cls.model_validate_json(obj.config_json)
+    except Exception as exc:  # a validation error of the user's model
+        raise SpecError(f"step '{step}': cannot rebuild {cls.__name__} from its JSON: {exc}") from exc
+    with _lock:
+        if obj in _object_cache:  # another thread rebuilt it meanwhile
+            return _object_cache[obj]
+        if setup:
+            setup_resource(found)
+            if not _set_up:
+                atexit.register(teardown_rebuilt)
+            _set_up.append(found)
+        _object_cache[obj] = found
+    return found
+
+
+def teardown_rebuilt() -> None:
+    """Tear down the resources this process rebuilt (at exit of a worker process)."""
+    with _lock:
+        rebuilt, _set_up[:] = list(_set_up), []
+        for key in [k for k, v in _object_cache.items() if any(v is r for r in rebuilt)]:
+            del _object_cache[key]
+    for resource in reversed(rebuilt):
+        try:
+            teardown_resource(resource)
+        except Exception as exc:  # noqa: BLE001 - one failing teardown must not stop the others
+            print(f"rivers: teardown of {type(resource).__name__} failed: {exc!r}", file=sys.stderr)
+
+
+def _hints(definition: NodeDefinition) -> dict[str, Any]:
+    hints = _hints_cache.get(id(definition))
+    if hints is None:
+        assert definition.fn is not None
+        hints = _hints_cache[id(definition)] = type_hints_of(definition.fn)
+    return hints
+
+
+def _import(module: str, qualname: str) -> Any:
+    found: Any = sys.modules.get(module) or importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _is_definition(value: Any) -> bool:
+    return isinstance(value, NodeDefinition) and value.fn is not None
+
+
+def _is_model_class(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
