@@ -171,3 +171,32 @@ def test_terminal_gets_live_display_and_quiet_logs() -> None:
     assert "step.started" not in output  # INFO events are quiet while it is shown
     assert "step.failed" in output  # warnings and errors still reach the terminal
     assert "after_explode" in output and "success=False" in output
+
+
+def test_large_runs_fold_succeeded_rows_but_list_every_failure() -> None:
+    import io
+
+    from rich.console import Console
+
+    import rivers as rs
+    from rivers.cli.progress import MAX_TABLE_ROWS, RunProgress, print_summary
+    from rivers.plan import build_plan
+    from rivers.run import listening
+    from tests.pipelines.cli_pipeline import numbered_assets
+
+    assets = numbered_assets(MAX_TABLE_ROWS + 40, fail_every=30)
+    repo = rs.CodeRepository(assets=assets, default_executor=rs.Executor.in_process())
+    repo.validate()
+    graph = repo._resolve()
+    plan = build_plan(graph, set(graph.producer), rs.Executor.in_process(), False)
+    progress = RunProgress(list(plan.steps.values()))
+    with listening(progress):
+        result = repo.materialize(raise_on_error=False)
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), progress, result)
+    text = out.getvalue()
+    rows = statuses(text)
+    failed = [name for name, status in rows.items() if status == "failed"]
+    assert failed == [f"n{i}" for i in range(0, MAX_TABLE_ROWS + 40, 30)]
+    assert len(rows) == MAX_TABLE_ROWS
+    assert f"(+{40} more: 40 succeeded)" in text

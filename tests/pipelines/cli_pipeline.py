@@ -62,3 +62,19 @@ def orphan(missing_upstream: int) -> int:
 broken_repo = rs.CodeRepository(assets=[orphan], default_executor=rs.Executor.in_process())
 
 not_a_repo = 42
+
+
+def _numbered(i: int, fail: bool) -> int:
+    if fail:
+        raise RuntimeError(f"n{i} fails on purpose")
+    return i
+
+
+def numbered_assets(count: int, fail_every: int) -> list[rs.SingleAsset]:
+    """`count` independent assets n0, n1, ...; every `fail_every`-th one raises."""
+    assets = []
+    for i in range(count):
+        def fn(i: int = i) -> int:  # a default is not a dependency: it pins i
+            return _numbered(i, i % fail_every == 0)
+        assets.append(rs.Asset(fn, name=f"n{i}"))
+    return assets
