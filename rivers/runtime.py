@@ -155,6 +155,8 @@ class StepExecution:
             data_version = value.data_version or data_version
             value = value.value
         hint = self.call.return_hint
+        if hint is Output:  # `-> rs.Output` annotates the wrapper, not the value inside it
+            hint = inspect.Signature.empty
         if not isinstance(self.call.definition, MultiAsset) and not matches(value, hint):
             raise AssetOutputValidationError(
                 f"'{name}' returned {type(value).__name__}, which does not match its return annotation "
