@@ -147,8 +147,8 @@ repo = rs.CodeRepository(
     tasks=[check_report],
     jobs=[rs.Job("reports", [daily_revenue, revenue_report], allow_incomplete_deps=True)],
     resources={"exchange_rates": ExchangeRates()},
+    # Files, not process memory: so the default executor (parallel) can run every step in its worker processes.
     default_io_handler=rs.PickleIOHandler(LocalStore(str(DATA_DIR.resolve()), mkdir=True)),
-    default_executor=rs.Executor.in_process(),
 )
 
 
