@@ -25,7 +25,7 @@ from rivers.definitions.assets import MultiAsset, SelfDependency
 from rivers.definitions.contexts import AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.nodes import NodeDefinition
 from rivers.definitions.outputs import DynamicOutput, Materialization, Output, raw_metadata
-from rivers.definitions.policies import Hook, HookContext
+from rivers.definitions.policies import Hook, HookContext, RetryPolicy
 from rivers.exceptions import AssetOutputValidationError
 from rivers.io.base import InputContext, OutputContext
 from rivers.resolve import OutputSlot, Param
@@ -53,6 +53,7 @@ class StepCall:
     config: dict[str, Any] | None = None
     return_hint: Any = inspect.Signature.empty
     tags: list[str] = field(default_factory=list)
+    retry: RetryPolicy | None = None  # the step's effective policy: a failure it retries fires no hook
     members: list[StepCall] = field(default_factory=list)  # a fused graph: its internal tasks, in order
 
 
@@ -223,7 +224,8 @@ class StepExecution:
         if self.capture is not None and self.context is not None:
             self.context.log.removeHandler(self.capture)
         failed = first_error is not None
-        self._run_hooks(first_exc if failed else None)
+        if not (failed and will_retry(call.retry, call.attempt, first_exc)):  # hooks fire once per outcome
+            self._run_hooks(first_exc if failed else None)
         return StepResult(
             run_id=call.run_id, step_key=call.step_key, attempt=call.attempt,
             status="failed" if failed else "succeeded", outputs=outputs, error=first_error,
@@ -243,6 +245,13 @@ class StepExecution:
         config = self.context.config if self.context is not None else None
         hc = HookContext(definition.name, self.call.run_id, output if error is None else None, error, metadata, config)
         fire_hooks(definition.hooks, hc)
+
+
+def will_retry(policy: RetryPolicy | None, attempt: int, exc: BaseException | None) -> bool:
+    """Whether the coordinator will run a step whose attempt failed with `exc` again."""
+    if policy is None or attempt > policy.max_retries:
+        return False
+    return policy.retries(type(exc) if exc is not None else None)
 
 
 def fire_hooks(hooks: list[Hook], hc: HookContext) -> None:

@@ -237,6 +237,7 @@ class Coordinator:
             run_id=self.run_id, step_key=step.key, attempt=attempt, definition=definition,
             params=params, outputs=outputs, resources=self.resources, context_type=node.context_type,
             config_type=node.config_type, config=self.step_config.get(step.key), return_hint=node.return_hint,
+            retry=node.retry or self.retry,
         )
 
     def _member_call(self, node: ResolvedNode, attempt: int) -> StepCall:
@@ -258,6 +259,7 @@ class Coordinator:
             run_id=self.run_id, step_key=step.key, attempt=attempt, definition=node.definition, params=params,
             outputs=outputs, resources=self.resources, context_type=node.context_type,
             config_type=node.config_type, config=config, return_hint=node.return_hint,
+            retry=node.retry or self.retry,
         )
 
     def _run_local(self, request: StepRequest) -> None:

@@ -280,11 +280,14 @@ def test_input_context_fields() -> None:
 
     make_repo([up, down]).materialize()
     (ctx,) = seen
-    assert (ctx.asset_name, ctx.downstream_asset, ctx.asset_metadata, ctx.type_hint) == ("up", "down", {"m": "1"}, float)
+    assert (ctx.asset_name, ctx.downstream_asset, ctx.asset_metadata) == ("up", "down", {"m": "1"})
+    assert ctx.type_hint is float
 
 
 # -- PickleIOHandler --------------------------------------------------------------------------
-@pytest.mark.parametrize(("prefix", "expected"), [("data/v1", "data/v1/pk.pkl"), ("", "pk.pkl"), ("out/", "out/pk.pkl")])
+@pytest.mark.parametrize(
+    ("prefix", "expected"), [("data/v1", "data/v1/pk.pkl"), ("", "pk.pkl"), ("out/", "out/pk.pkl")]
+)
 def test_pickle_file_layout_and_metadata(tmp_path: Path, prefix: str, expected: str) -> None:
     @rs.Asset(io_handler=rs.PickleIOHandler(LocalStore(str(tmp_path)), prefix=prefix))
     def pk() -> dict[str, int]:

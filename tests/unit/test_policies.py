@@ -1,0 +1,198 @@
+"""Hooks, retry policies and backoff (API.md §7) on the in-process executor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import rivers as rs
+from tests.unit.conftest import make_repo
+
+
+def flaky(failures: int, exc: type[Exception] = ValueError, name: str = "flaky", **kwargs: Any) -> Any:
+    """An asset that fails `failures` times, then returns its attempt count."""
+    attempts: list[int] = []
+
+    def body() -> int:
+        attempts.append(1)
+        if len(attempts) <= failures:
+            raise exc(f"attempt {len(attempts)}")
+        return len(attempts)
+
+    body.__name__ = name
+    return rs.Asset(body, **kwargs), attempts
+
+
+# -- retries ----------------------------------------------------------------------------------
+def test_retries_until_success() -> None:
+    asset, attempts = flaky(2, retry=rs.RetryPolicy(max_retries=3))
+    repo = make_repo([asset])
+    result = repo.materialize()
+    assert result.success and len(attempts) == 3
+    assert repo.load_node("flaky") == 3
+    assert result.step_results["flaky"].attempt == 3
+
+
+def test_runs_at_most_one_plus_max_retries_and_reports_the_last_attempt() -> None:
+    asset, attempts = flaky(10, retry=rs.RetryPolicy(max_retries=2))
+    result = make_repo([asset]).materialize(raise_on_error=False)
+    assert len(attempts) == 3
+    assert result.failed_assets == [("flaky", "ValueError: attempt 3")]
+
+
+def test_no_policy_means_one_attempt() -> None:
+    asset, attempts = flaky(1)
+    assert not make_repo([asset]).materialize(raise_on_error=False).success
+    assert len(attempts) == 1
+
+
+def test_retry_on_classes_match_subclasses_only() -> None:
+    retried, attempts = flaky(1, KeyError, retry=rs.RetryPolicy(1, retry_on=[LookupError]))
+    assert make_repo([retried]).materialize().success and len(attempts) == 2
+    not_retried, attempts2 = flaky(1, ValueError, retry=rs.RetryPolicy(1, retry_on=[LookupError]))
+    assert not make_repo([not_retried]).materialize(raise_on_error=False).success
+    assert len(attempts2) == 1
+
+
+def test_retry_on_transient() -> None:
+    transient, attempts = flaky(1, TimeoutError, retry=rs.RetryPolicy(1, retry_on=rs.RetryOn.TRANSIENT))
+    assert make_repo([transient]).materialize().success and len(attempts) == 2
+    other, attempts2 = flaky(1, ValueError, retry=rs.RetryPolicy(1, retry_on=rs.RetryOn.TRANSIENT))
+    assert not make_repo([other]).materialize(raise_on_error=False).success and len(attempts2) == 1
+
+
+@pytest.mark.parametrize("bad", [[int], ["ValueError"], [ValueError, 3]])
+def test_retry_on_non_exception_classes_is_a_type_error(bad: list[Any]) -> None:
+    with pytest.raises(TypeError):
+        rs.RetryPolicy(retry_on=bad)
+
+
+def test_retry_precedence_node_then_materialize_then_default() -> None:
+    own, own_attempts = flaky(100, name="own", retry=rs.RetryPolicy(max_retries=1))
+    inherited, inherited_attempts = flaky(100, name="inherited")
+    repo = make_repo([own, inherited], default_retry_policy=rs.RetryPolicy(max_retries=3))
+    repo.materialize(raise_on_error=False, retry=rs.RetryPolicy(max_retries=2))
+    assert (len(own_attempts), len(inherited_attempts)) == (2, 3)
+    repo.materialize(raise_on_error=False)
+    assert (len(own_attempts), len(inherited_attempts)) == (4, 3 + 4)
+
+
+def test_named_retry_policies() -> None:
+    asset, attempts = flaky(1, retry="twice")
+    repo = make_repo([asset], retries={"twice": rs.RetryPolicy(2)})
+    assert repo.materialize().success and len(attempts) == 2
+    other, other_attempts = flaky(1, name="other")
+    repo2 = make_repo([other], retries={"once": rs.RetryPolicy(1)}, default_retry_policy="once")
+    assert repo2.materialize().success and len(other_attempts) == 2
+
+
+def test_job_retry_policy() -> None:
+    asset, attempts = flaky(1)
+    repo = make_repo([asset], jobs=[rs.Job("j", [asset], retry=rs.RetryPolicy(1))])
+    assert repo.get_job("j").execute().success and len(attempts) == 2
+
+
+def test_retry_with_backoff_still_finishes() -> None:
+    asset, attempts = flaky(2, retry=rs.RetryPolicy(2, backoff=rs.Backoff.constant(0.01)))
+    assert make_repo([asset]).materialize().success and len(attempts) == 3
+
+
+def test_backoff_delays() -> None:
+    constant = rs.Backoff.constant(2.0)
+    assert [constant.delay(n) for n in (1, 2, 3)] == [2.0, 2.0, 2.0]
+    linear = rs.Backoff.linear(1.0, initial=0.5)
+    assert [linear.delay(n) for n in (1, 2, 3)] == [1.5, 2.5, 3.5]
+    exponential = rs.Backoff.exponential(1.0)
+    assert [exponential.delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
+    assert rs.Backoff.exponential(1.0, factor=3.0).delay(3) == 9.0
+    assert rs.Backoff.exponential(1.0, max_delay=5.0).delay(10) == 5.0
+    for n in range(1, 20):
+        assert 2.0 <= rs.Backoff.constant(2.0, jitter=0.5).delay(n) <= 3.0
+    assert rs.RetryPolicy(3, backoff=rs.Backoff.linear(2.0)).delay(2) == 4.0
+    assert rs.RetryPolicy(3).delay(2) == 0.0
+
+
+def test_retry_policy_defaults() -> None:
+    policy = rs.RetryPolicy()
+    assert policy.max_retries == 1 and policy.retry_on is rs.RetryOn.ALL and policy.backoff is None
+
+
+# -- hooks ------------------------------------------------------------------------------------
+def test_success_hook_receives_output_and_metadata() -> None:
+    seen: list[rs.HookContext] = []
+
+    @rs.Asset(hooks=[rs.Hook.success(seen.append), rs.Hook.failure(lambda hc: seen.append(hc))])
+    def hooked(context: rs.AssetExecutionContext) -> int:
+        context.add_output_metadata({"rows": 2})
+        return 42
+
+    result = make_repo([hooked]).materialize()
+    (hc,) = seen
+    assert hc.asset_name == "hooked" and hc.run_id == result.run_id
+    assert hc.output == 42 and hc.error is None
+    assert hc.metadata is not None and hc.metadata["rows"] == 2
+
+
+def test_failure_hook_receives_the_exception() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    @rs.Asset(hooks=[rs.Hook.success(lambda hc: seen.append(("success", hc))),
+                     rs.Hook.failure(lambda hc: seen.append(("failure", hc)))])
+    def hurt() -> int:
+        raise ValueError("ouch")
+
+    make_repo([hurt]).materialize(raise_on_error=False)
+    ((kind, hc),) = seen
+    assert kind == "failure"
+    assert isinstance(hc.error, ValueError) and str(hc.error) == "ouch"
+    assert hc.output is None
+
+
+def test_hook_errors_are_never_fatal() -> None:
+    def broken_hook(hc: rs.HookContext) -> None:
+        raise RuntimeError("hook broke")
+
+    @rs.Asset(hooks=[rs.Hook.success(broken_hook)])
+    def fine() -> int:
+        return 1
+
+    repo = make_repo([fine])
+    assert repo.materialize().success
+    assert repo.load_node("fine") == 1
+
+
+def test_hooks_fire_once_per_step_outcome_not_per_retried_attempt() -> None:
+    events: list[str] = []
+    asset, _ = flaky(1, retry=rs.RetryPolicy(1), hooks=[
+        rs.Hook.success(lambda hc: events.append("success")),
+        rs.Hook.failure(lambda hc: events.append("failure")),
+    ])
+    make_repo([asset]).materialize()
+    assert events == ["success"]
+    failing, _ = flaky(5, name="failing", retry=rs.RetryPolicy(2), hooks=[
+        rs.Hook.failure(lambda hc: events.append("failure")),
+    ])
+    make_repo([failing]).materialize(raise_on_error=False)
+    assert events == ["success", "failure"]
+
+
+class Cfg(BaseModel):
+    n: int = 1
+
+
+def test_hook_config_is_the_step_config() -> None:
+    seen: list[Any] = []
+
+    @rs.Asset(hooks=[rs.Hook.success(lambda hc: seen.append(hc.config))])
+    def configured(context: rs.AssetExecutionContext[Cfg]) -> int:
+        return context.config.n
+
+    make_repo([configured]).materialize(config={"configured": {"n": 4}})
+    assert seen == [Cfg(n=4)]
+
+
+def test_compute_outside_kubernetes() -> None:
+    compute = rs.Compute(cpu="1", memory="1Gi", gpu=1)
+    assert (compute.cpu, compute.memory, compute.gpu) == ("1", "1Gi", 1)
