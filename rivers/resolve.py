@@ -8,6 +8,7 @@ which IO handler) or a resource.
 from __future__ import annotations
 
 import inspect
+import types
 import typing
 import warnings
 from collections.abc import Callable, Iterable
@@ -105,8 +106,17 @@ def type_hints_of(fn: Callable[..., Any]) -> dict[str, Any]:
     """Annotations with string annotations evaluated; raw annotations where that fails."""
     try:
         return typing.get_type_hints(fn)
-    except Exception:  # noqa: BLE001 - unresolvable forward refs: keep what is there
-        return dict(getattr(fn, "__annotations__", {}))
+    except Exception:  # noqa: BLE001 - some forward ref is unresolvable: resolve the others one by one
+        pass
+    hints: dict[str, Any] = {}
+    namespace = getattr(inspect.unwrap(fn), "__globals__", {})
+    for name, annotation in getattr(fn, "__annotations__", {}).items():
+        shim = types.SimpleNamespace(__annotations__={name: annotation}, __globals__=namespace)
+        try:
+            hints[name] = typing.get_type_hints(shim)[name]
+        except Exception:  # noqa: BLE001 - e.g. a TYPE_CHECKING-only import: keep the string
+            hints[name] = annotation
+    return hints
 
 
 def context_class(hint: Any) -> type | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -54,3 +54,13 @@ def make_repo() -> rs.CodeRepository:
     return rs.CodeRepository(
         [base, scaled, tally, liar], tasks=[report], default_executor=rs.Executor.in_process()
     )
+
+
+if TYPE_CHECKING:  # never imported at run time: get_type_hints cannot resolve it
+    from decimal import Decimal
+
+
+@rs.Asset
+def partly_unresolvable(context: rs.AssetExecutionContext[FutureConfig], base: Decimal) -> int:
+    SEEN["partly_unresolvable"] = context
+    return "wrong"  # type: ignore[return-value]

@@ -254,3 +254,11 @@ def test_output_metadata_and_data_version_from_context() -> None:
     (out,) = result.step_results["versioned"].outputs
     assert out.data_version == "v9"
     assert out.metadata == {"a": 1, "b": 2}
+
+
+def test_one_unresolvable_string_annotation_does_not_hide_the_others() -> None:
+    fut.SEEN.clear()
+    repo = rs.CodeRepository([fut.base, fut.partly_unresolvable], default_executor=rs.Executor.in_process())
+    with pytest.raises(rs.AssetOutputValidationError, match="partly_unresolvable"):
+        repo.materialize(config={"partly_unresolvable": {"factor": 9}})
+    assert fut.SEEN["partly_unresolvable"].config == fut.FutureConfig(factor=9)
