@@ -171,10 +171,12 @@ class Resolver:
             nodes[node.name] = node
         for node in nodes.values():  # inputs load through the handler of the output they read
             for param in node.params:
-                if param.kind in ("input", "item", "collect") and param.handler is None:
+                if param.kind in ("input", "item", "collect"):  # an AssetDef.input override wins
                     slot = nodes[producer[param.source]].outputs[param.source]  # type: ignore[index]
+                    param.metadata = {**slot.metadata, **param.metadata}
+                    if param.handler is not None:
+                        continue
                     param.handler = slot.handler
-                    param.metadata = slot.metadata
                     slot.fan_out = slot.fan_out or param.kind == "item"
                     producer_def = nodes[producer[param.source]].definition  # type: ignore[index]
                     param.iterate = isinstance(producer_def, CollectNode) and producer_def.stream

@@ -405,3 +405,27 @@ def test_output_context_fields() -> None:
     assert ctx.asset_metadata == {"declared": "1"}
     assert ctx.type_hint == list[int]
     assert ctx.output_metadata == {}
+
+
+def test_self_dependency_through_pickle_handler(tmp_path: Path) -> None:
+    seen: list[Any] = []
+
+    @rs.Asset(io_handler=rs.PickleIOHandler(LocalStore(str(tmp_path)), prefix="state"))
+    def running_total(self: rs.SelfDependency[int]) -> int:
+        seen.append(self.get_inner())
+        return (self.get_inner() or 0) + 5
+
+    repo = make_repo([running_total])
+    repo.materialize()
+    repo.materialize()
+    assert seen == [None, 5]
+    assert files_under(tmp_path) == ["state/running_total.pkl"]
+
+
+def test_run_config_overriding_an_unknown_resource() -> None:
+    @rs.Asset
+    def a() -> int:
+        return 1
+
+    with pytest.raises(rs.ConfigurationError, match="'nope'"):
+        make_repo([a], resources={"res": Tracked()}).materialize(config={"resources": {"nope": {"name": "x"}}})

@@ -287,3 +287,75 @@ def test_closures_and_local_state_work_in_process() -> None:
     repo.materialize()
     repo.materialize()
     assert state.hits == 2
+
+
+def test_asset_def_input_metadata_reaches_the_input_context() -> None:
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    class Loader(rs.BaseIOHandler):
+        def handle_output(self, context: rs.OutputContext, obj: Any) -> None:
+            pass
+
+        def load_input(self, context: rs.InputContext) -> Any:
+            seen.append((context.downstream_asset or "", dict(context.asset_metadata)))
+            return 1
+
+    @rs.Asset(io_handler=Loader(), metadata={"owner": "up", "fmt": "pickle"})
+    def up() -> int:
+        return 1
+
+    @rs.Asset(deps=[rs.AssetDef.input("up", metadata={"fmt": "csv"})])
+    def meta_only(up: int) -> int:
+        return up
+
+    @rs.Asset(deps=[rs.AssetDef.input("up", io_handler=Loader())])
+    def handler_only(up: int) -> int:
+        return up
+
+    @rs.Asset
+    def plain(up: int) -> int:
+        return up
+
+    make_repo([up, meta_only, handler_only, plain]).materialize()
+    assert dict(seen) == {
+        "meta_only": {"owner": "up", "fmt": "csv"},
+        "handler_only": {"owner": "up", "fmt": "pickle"},
+        "plain": {"owner": "up", "fmt": "pickle"},
+    }
+
+
+def test_first_failure_is_the_one_reraised() -> None:
+    @rs.Asset
+    def fails_first() -> int:
+        raise ValueError("first")
+
+    @rs.Asset
+    def fails_second() -> int:
+        raise KeyError("second")
+
+    with pytest.raises(ValueError, match="first"):
+        make_repo([fails_first, fails_second]).materialize()
+
+
+def test_executor_metadata_routes_a_step_in_process() -> None:
+    import os
+
+
+    pids: list[int] = []
+
+    @rs.Asset(metadata={"rivers/executor": "in_process"})
+    def pinned() -> int:
+        pids.append(os.getpid())
+        return 1
+
+    repo = rs.CodeRepository([pinned], default_executor=rs.Executor.parallel(1))
+    result = repo.materialize()
+    assert pids == [os.getpid()]
+    assert result.step_results["pinned"].pid == os.getpid()
+
+
+def test_empty_selection_runs_nothing() -> None:
+    calls: list[str] = []
+    repo = make_repo(branching_pipeline(calls))
+    result = repo.materialize([])
+    assert result.success and result.materialized_assets == [] and calls == []
