@@ -209,3 +209,71 @@ def test_multi_asset_definition_errors() -> None:
         rs.Asset.from_multi(output_defs=[])(lambda: {})
     with pytest.raises(rs.AssetDefinitionError):
         rs.Asset.from_multi(output_defs=[rs.AssetDef("a"), rs.AssetDef("a")])(lambda: {})
+
+
+def test_downstream_of_a_failed_and_a_succeeded_output_is_skipped() -> None:
+    calls: list[str] = []
+
+    @rs.Asset.from_multi(output_defs=[rs.AssetDef("ok_out"), rs.AssetDef("bad_out")])
+    def half() -> Iterator[rs.Output]:
+        yield rs.Output(1, output_name="ok_out")
+        raise ValueError("second half")
+
+    @rs.Asset
+    def both(ok_out: int, bad_out: int) -> int:
+        calls.append("both")
+        return ok_out + bad_out
+
+    result = make_repo([half, both]).materialize(raise_on_error=False)
+    assert calls == []
+    assert dict(result.failed_assets) == {"bad_out": "ValueError: second half", "both": SKIPPED}
+
+
+def test_multi_asset_hooks_resources_and_config() -> None:
+    from pydantic import BaseModel
+
+    seen: list[Any] = []
+
+    class Res(rs.Resource):
+        base: int = 100
+
+    @rs.Asset.from_multi(
+        output_defs=[rs.AssetDef("h1"), rs.AssetDef("h2")],
+        hooks=[rs.Hook.success(lambda hc: seen.append((hc.asset_name, hc.output)))],
+    )
+    def hooked_multi(res: Res) -> dict[str, int]:
+        return {"h1": res.base + 1, "h2": res.base + 2}
+
+    repo = make_repo([hooked_multi], resources={"res": Res()})
+    assert repo.materialize().success
+    assert seen == [("hooked_multi", {"h1": 101, "h2": 102})]
+    assert issubclass(Res, BaseModel)
+
+
+def test_multi_asset_retry_reruns_the_whole_step() -> None:
+    attempts: list[int] = []
+
+    @rs.Asset.from_multi(output_defs=[rs.AssetDef("r1"), rs.AssetDef("r2")], retry=rs.RetryPolicy(1))
+    def retried() -> Iterator[rs.Output]:
+        attempts.append(1)
+        yield rs.Output(1, output_name="r1")
+        if len(attempts) == 1:
+            raise ValueError("transient")
+        yield rs.Output(2, output_name="r2")
+
+    repo = make_repo([retried])
+    result = repo.materialize()
+    assert result.success and len(attempts) == 2
+    assert (repo.load_node("r1"), repo.load_node("r2")) == (1, 2)
+
+
+def test_job_selects_single_outputs_of_a_multi_asset() -> None:
+    handler = Recording()
+
+    @rs.Asset.from_multi(output_defs=[rs.AssetDef("j1"), rs.AssetDef("j2")], io_handler=handler)
+    def jm(context: rs.AssetExecutionContext) -> dict[str, int]:
+        return {name: 1 for name in context.output_selection}
+
+    repo = make_repo([jm], jobs=[rs.Job("only_j2", ["j2"])])
+    result = repo.get_job("only_j2").execute()
+    assert result.materialized_assets == ["j2"] and handler._writes == ["j2"]

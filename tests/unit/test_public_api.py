@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from typing import Any
 
 import pytest
 
@@ -215,3 +216,27 @@ def test_run_result_fields_and_fresh_run_ids() -> None:
     import uuid
 
     assert uuid.UUID(first.run_id).version == 4
+
+
+def test_executor_argument_checks() -> None:
+    with pytest.raises(rs.ConfigurationError):
+        rs.Executor.parallel(max_workers=0)
+    with pytest.raises(rs.ConfigurationError):
+        rs.Executor.parallel(max_async_concurrent=0)
+
+
+def test_graph_asset_and_dynamic_output_names() -> None:
+    @rs.Task
+    def step_one() -> int:
+        return 1
+
+    @rs.Asset.from_graph()
+    def small_graph() -> Any:
+        return step_one()
+
+    assert isinstance(small_graph, rs.GraphAsset) and small_graph.name == "small_graph"
+    item = rs.DynamicOutput("k", 5)
+    assert (item.key, item.value) == ("k", 5)
+    repo = make_repo([small_graph])
+    assert repo.materialize().success
+    assert repo.load_node("small_graph") == 1

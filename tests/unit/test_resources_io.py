@@ -429,3 +429,35 @@ def test_run_config_overriding_an_unknown_resource() -> None:
 
     with pytest.raises(rs.ConfigurationError, match="'nope'"):
         make_repo([a], resources={"res": Tracked()}).materialize(config={"resources": {"nope": {"name": "x"}}})
+
+
+def test_handler_errors_fail_the_step_and_skip_downstream() -> None:
+    class Broken(rs.BaseIOHandler):
+        def handle_output(self, context: rs.OutputContext, obj: Any) -> None:
+            raise PermissionError("read-only store")
+
+        def load_input(self, context: rs.InputContext) -> Any:
+            raise FileNotFoundError("gone")
+
+    @rs.Asset(io_handler=Broken())
+    def cannot_write() -> int:
+        return 1
+
+    @rs.Asset
+    def after(cannot_write: int) -> int:
+        return cannot_write
+
+    @rs.Asset(deps=[rs.AssetDef.input("fine", io_handler=Broken())])
+    def cannot_read(fine: int) -> int:
+        return fine
+
+    @rs.Asset
+    def fine() -> int:
+        return 1
+
+    result = make_repo([cannot_write, after, fine, cannot_read]).materialize(raise_on_error=False)
+    assert dict(result.failed_assets) == {
+        "cannot_write": "PermissionError: read-only store",
+        "after": "ExecutionError: Skipped: upstream dependency failed",
+        "cannot_read": "FileNotFoundError: gone",
+    }
