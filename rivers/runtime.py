@@ -143,6 +143,12 @@ class StepExecution:
         """Write one output (a plain value, an Output or a Materialization)."""
         slot = next((s for s in self.call.outputs if s.name == name), None)
         if slot is None:
+            definition = self.call.definition
+            if isinstance(definition, MultiAsset) and name not in definition.output_names:
+                raise AssetOutputValidationError(
+                    f"Multi-asset '{definition.name}' has no output '{name}'; its outputs are "
+                    f"{', '.join(repr(n) for n in definition.output_names)}"
+                )
             return  # an unselected output of a multi-asset: not written
         context = self.context
         metadata: dict[str, Any] = dict(context.output_metadata) if context is not None else {}

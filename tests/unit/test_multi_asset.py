@@ -277,3 +277,19 @@ def test_job_selects_single_outputs_of_a_multi_asset() -> None:
     repo = make_repo([jm], jobs=[rs.Job("only_j2", ["j2"])])
     result = repo.get_job("only_j2").execute()
     assert result.materialized_assets == ["j2"] and handler._writes == ["j2"]
+
+
+def test_unknown_output_name_is_an_error() -> None:
+    @rs.Asset.from_multi(output_defs=[rs.AssetDef("known"), rs.AssetDef("other")])
+    def typo() -> dict[str, int]:
+        return {"known": 1, "knwon": 2}
+
+    @rs.Asset.from_multi(output_defs=[rs.AssetDef("g_known")])
+    def gen_typo() -> Iterator[rs.Output]:
+        yield rs.Output(1, output_name="g_knwon")
+
+    result = make_repo([typo, gen_typo]).materialize(raise_on_error=False)
+    failed = dict(result.failed_assets)
+    assert "has no output 'knwon'" in failed["other"]
+    assert "has no output 'g_knwon'" in failed["g_known"]
+    assert "known" not in failed
