@@ -26,7 +26,6 @@ from rivers.cli.progress import RunProgress, print_summary
 
 if TYPE_CHECKING:
     from rivers.definitions.repository import CodeRepository
-    from rivers.plan import Step
     from rivers.results import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -78,8 +77,8 @@ def fail(message: str) -> int:
 def materialize(args: argparse.Namespace) -> int:
     repo = load_repository(args.target)
     try:
-        steps, start = prepare(repo, args)
-        progress = RunProgress(steps)
+        start = prepare(repo, args)
+        progress = RunProgress()
         console = make_console()
         with display(console, progress):
             result = _guarded(start)
@@ -142,28 +141,21 @@ def describe(exc: BaseException) -> str:
     return text
 
 
-def prepare(repo: CodeRepository, args: argparse.Namespace) -> tuple[list[Step], Callable[[], RunResult]]:
-    """Resolve and plan before anything runs, so that every definition error is a usage error."""
-    from rivers.definitions.executors import Executor
-    from rivers.plan import build_plan
-
+def prepare(repo: CodeRepository, args: argparse.Namespace) -> Callable[[], RunResult]:
+    """Resolve before anything runs, so that every definition error is a usage error."""
     selection = [name.strip() for item in args.select or [] for name in item.split(",") if name.strip()] or None
     try:
-        graph = repo._resolve()
+        repo.validate()
         if args.job:
-            job = repo.get_job(args.job)
-            outputs = repo._job_outputs(graph, job)
-            start: Callable[[], RunResult] = partial(job.execute, raise_on_error=False)
+            start: Callable[[], RunResult] = partial(repo.get_job(args.job).execute, raise_on_error=False)
         else:
-            outputs = repo._selected_outputs(graph, selection, args.include_upstream)
             start = partial(repo.materialize, selection=selection, include_upstream=args.include_upstream,
                             raise_on_error=False)
-        plan = build_plan(graph, outputs, Executor.in_process(), False)
     except RIVERS_ERRORS as exc:
         raise UsageError(f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - user code (a resource setup()) failed before the run
         raise UsageError(f"the repository could not be prepared: {describe(exc)}") from None
-    return list(plan.steps.values()), start
+    return start
 
 
 def _guarded(start: Callable[[], RunResult]) -> RunResult:

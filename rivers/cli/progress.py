@@ -39,20 +39,24 @@ class StepRow:
 class RunProgress:
     """Step states of one run, fed by coordinator events, read by the display thread."""
 
-    def __init__(self, planned: list[Step]) -> None:
-        self.rows: dict[str, StepRow] = {step.key: StepRow(step.key, step.outputs) for step in planned}
-        self.planned_order = {step.key: i for i, step in enumerate(planned)}
-        self.upstreams: dict[str, frozenset[str]] = {step.key: step.upstream_steps for step in planned}
+    def __init__(self) -> None:
+        self.rows: dict[str, StepRow] = {}
+        self.planned_order: dict[str, int] = {}
+        self.upstreams: dict[str, frozenset[str]] = {}
         self.started = time.monotonic()
         self._lock = threading.Lock()
 
     # -- the listener -----------------------------------------------------------------------
     def __call__(self, event: str, step: Step, result: StepResult | None) -> None:
         with self._lock:
+            if event == "planned":  # sent for every step of the plan before the first one runs
+                self.planned_order[step.key] = len(self.planned_order)
             row = self.rows.get(step.key)
             if row is None:  # a step the plan could not foresee (a fan-out instance)
                 row = self.rows[step.key] = StepRow(step.key, step.outputs)
                 self.upstreams[step.key] = step.upstream_steps
+            if event == "planned":
+                return
             if event == "started":
                 row.status = "running"
             elif event == "skipped":

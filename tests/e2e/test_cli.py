@@ -180,16 +180,12 @@ def test_large_runs_fold_succeeded_rows_but_list_every_failure() -> None:
 
     import rivers as rs
     from rivers.cli.progress import MAX_TABLE_ROWS, RunProgress, print_summary
-    from rivers.plan import build_plan
     from rivers.run import listening
     from tests.pipelines.cli_pipeline import numbered_assets
 
     assets = numbered_assets(MAX_TABLE_ROWS + 40, fail_every=30)
     repo = rs.CodeRepository(assets=assets, default_executor=rs.Executor.in_process())
-    repo.validate()
-    graph = repo._resolve()
-    plan = build_plan(graph, set(graph.producer), rs.Executor.in_process(), False)
-    progress = RunProgress(list(plan.steps.values()))
+    progress = RunProgress()
     with listening(progress):
         result = repo.materialize(raise_on_error=False)
     out = io.StringIO()
