@@ -81,6 +81,9 @@ class Coordinator:
                 "steps.moved_to_coordinator", steps=self.plan.moved,
                 reason="they read or write a process-local IO handler (InMemoryIOHandler)",
             )
+        if self.listener is not None:
+            for step in self.plan.steps.values():
+                self.listener("planned", step, None)
         try:
             self._dispatch_all(self.state.initial_ready())
             while self._has_work():
