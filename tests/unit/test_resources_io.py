@@ -461,3 +461,65 @@ def test_handler_errors_fail_the_step_and_skip_downstream() -> None:
         "after": "ExecutionError: Skipped: upstream dependency failed",
         "cannot_read": "FileNotFoundError: gone",
     }
+
+
+def test_load_input_once_per_upstream_downstream_pair() -> None:
+    loads: list[tuple[str, str | None]] = []
+
+    class Counting(rs.BaseIOHandler):
+        def handle_output(self, context: rs.OutputContext, obj: Any) -> None:
+            pass
+
+        def load_input(self, context: rs.InputContext) -> Any:
+            loads.append((context.asset_name, context.downstream_asset))
+            return 1
+
+    @rs.Asset(io_handler=Counting())
+    def shared() -> int:
+        return 1
+
+    @rs.Asset
+    def left(shared: int) -> int:
+        return shared
+
+    @rs.Asset
+    def right(shared: int) -> int:
+        return shared
+
+    make_repo([shared, left, right]).materialize()
+    assert sorted(loads) == [("shared", "left"), ("shared", "right")]
+
+
+def test_process_local_handlers_keep_steps_in_the_coordinator(monkeypatch: pytest.MonkeyPatch, capfd: Any) -> None:
+    import json
+
+    import rivers.logs
+
+    class LocalOnly(Store):
+        process_local: ClassVar[bool] = True
+
+    pids: list[int] = []
+
+    @rs.Asset(io_handler=LocalOnly())
+    def local_value() -> int:
+        pids.append(os.getpid())
+        return 1
+
+    @rs.Asset
+    def in_memory(local_value: int) -> int:
+        pids.append(os.getpid())
+        return local_value
+
+    monkeypatch.setenv("RIVERS_LOG_FORMAT", "json")
+    rivers.logs.reset()
+    try:
+        capfd.readouterr()
+        repo = rs.CodeRepository([local_value, in_memory], default_executor=rs.Executor.parallel(1))
+        assert repo.materialize().success
+        records = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    finally:
+        rivers.logs.reset()
+    assert pids == [os.getpid(), os.getpid()]
+    moved = [r for r in records if r["event"] == "steps.moved_to_coordinator"]
+    assert len(moved) == 1 and sorted(moved[0]["steps"]) == ["in_memory", "local_value"]
+    assert moved[0]["level"] == "warning"
