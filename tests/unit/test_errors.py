@@ -325,3 +325,31 @@ def test_unknown_named_retry_policy_is_a_configuration_error_at_resolve() -> Non
 
     with pytest.raises(rs.ConfigurationError, match="'nope'"):
         make_repo([r], retries={"other": rs.RetryPolicy()}).validate()
+
+
+@pytest.mark.parametrize("use", list(FIRST_USES))
+def test_cycle_and_bad_job_surface_at_every_first_use(use: str) -> None:
+    calls: list[str] = []
+
+    @rs.Asset
+    def p(q: int) -> int:
+        calls.append("p")
+        return q
+
+    @rs.Asset
+    def q(p: int) -> int:
+        calls.append("q")
+        return p
+
+    with pytest.raises(rs.GraphValidationError, match=r"Cycle.*(p -> q|q -> p)"):
+        FIRST_USES[use](make_repo([counting_asset(calls), p, q], jobs=[rs.Job("j", ["ran"])]))
+
+    @rs.Asset
+    def down(ran: int) -> int:
+        calls.append("down")
+        return ran
+
+    repo = make_repo([counting_asset(calls), down], jobs=[rs.Job("j", ["ran"]), rs.Job("partial", [down])])
+    with pytest.raises(rs.GraphValidationError, match="allow_incomplete_deps=True"):
+        FIRST_USES[use](repo)
+    assert calls == []
