@@ -1,0 +1,1 @@
+"""Distributed mode: step queues on Redis, `rivers-worker` processes, leases (ARCHITECTURE.md §4)."""
