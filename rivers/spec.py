@@ -158,7 +158,7 @@ def class_code(cls: type, step: str) -> Code:
 def object_spec(obj: BaseModel, step: str) -> ObjectSpec:
     """A handler or resource as (class, JSON); secrets are revealed, since the worker needs them."""
     try:
-        config_json = to_json(obj.model_dump(round_trip=True), fallback=_reveal).decode()
+        config_json = to_json(_revealed(obj.model_dump(round_trip=True))).decode()
     except Exception as exc:  # any field that has no JSON form
         raise SpecError(
             f"step '{step}': {type(obj).__name__} cannot be sent to a worker as JSON "
@@ -167,11 +167,16 @@ def object_spec(obj: BaseModel, step: str) -> ObjectSpec:
     return ObjectSpec(ref=class_code(type(obj), step), config_json=config_json)
 
 
-def _reveal(value: Any) -> Any:
+def _revealed(value: Any) -> Any:
+    """A python-mode dump with SecretStr / SecretBytes replaced by their values (JSON would mask them)."""
+    if isinstance(value, dict):
+        return {key: _revealed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(item) for item in value]
     if isinstance(value, SecretStr | SecretBytes):
         secret = value.get_secret_value()
         return secret.decode() if isinstance(secret, bytes) else secret
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return value
 
 
 def _ref_if_importable(obj: Any) -> Ref | None:
@@ -247,24 +252,22 @@ def call_from_spec(spec: StepSpec) -> StepCall:
 def load_code(code: Code, step: str, allowed: Callable[[Any], bool], expected: str) -> Any:
     """Import (or verify and unpickle) `code`, refusing anything that is not `expected`."""
     found = _code_cache.get(code)
-    if found is not None:
-        return found
-    try:
-        if isinstance(code, Ref):
-            found = _import(code.module, code.qualname)
-            where = f"{code.module}:{code.qualname}"
-        else:
-            data = base64.b64decode(code.data)
-            signing.verify(data, code.signature)
-            found = cloudpickle.loads(data)
-            where = "a pickled object"
-    except BadSignature as exc:
-        raise SpecError(f"step '{step}': {exc}") from exc
-    except Exception as exc:  # import errors of user modules are of any type
-        raise SpecError(f"step '{step}': cannot load its code: {type(exc).__name__}: {exc}") from exc
-    if not allowed(found):
+    if found is None:
+        try:
+            if isinstance(code, Ref):
+                found = _import(code.module, code.qualname)
+            else:
+                data = base64.b64decode(code.data)
+                signing.verify(data, code.signature)
+                found = cloudpickle.loads(data)
+        except BadSignature as exc:
+            raise SpecError(f"step '{step}': {exc}") from exc
+        except Exception as exc:  # import errors of user modules are of any type
+            raise SpecError(f"step '{step}': cannot load its code: {type(exc).__name__}: {exc}") from exc
+        _code_cache[code] = found
+    if not allowed(found):  # checked on every use: one object may be fine as a config type, not as a handler
+        where = f"{code.module}:{code.qualname}" if isinstance(code, Ref) else "a pickled object"
         raise SpecError(f"step '{step}': {where} is not {expected}, refusing to use it")
-    _code_cache[code] = found
     return found
 
 
@@ -272,8 +275,10 @@ def rebuild(obj: ObjectSpec, step: str, base: type[BaseModel], expected: str, se
     """The object an ObjectSpec describes, cached per (class, configuration) in this process."""
     with _lock:
         found = _object_cache.get(obj)
-        if found is not None:
-            return found
+    if found is not None:
+        if not isinstance(found, base):
+            raise SpecError(f"step '{step}': {type(found).__name__} is not {expected}, refusing to use it")
+        return found
     cls = load_code(obj.ref, step, lambda c: isinstance(c, type) and issubclass(c, base), expected)
     try:
         found = cls.model_validate_json(obj.config_json)
