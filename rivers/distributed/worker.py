@@ -168,7 +168,7 @@ class Worker:
     def _drain(self) -> None:
         """After the first SIGTERM: wait for running steps; after a second one, hand them back."""
         if self._stopping:
-            self.log.warning("worker.stopping", running=len(self._held))
+            self.log.info("worker.stopping", running=len(self._held))
         with self._cond:
             while self._held and not self._handing_back:
                 self._cond.wait(0.2)

@@ -1,0 +1,194 @@
+"""Distributed mode on this machine: throughput next to bare RQ, scaling with workers, hand-off latency.
+
+    python benchmarks/distributed.py [--steps 1000] [--sleepers 200]
+
+It starts its own redis-server on a free port and its own worker processes, and prints:
+(a) trivial steps per second through rivers-workers (one worker, --concurrency 2) next to no-op jobs per
+    second through bare RQ's SimpleWorker on the same Redis, and their ratio (target: >= 1);
+(b) the wall time of SLEEPERS independent steps that sleep 50 ms with 1, 2 and 4 workers of concurrency 2,
+    and the 1 -> 4 speed-up (target: >= 3.2x);
+(c) the median delay between a step finishing and its downstream starting, on a chain (target: < 5 ms).
+Steps are module-level assets made here; workers import this module by reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import rivers as rs  # noqa: E402
+from rivers.io.base import BaseIOHandler, InputContext, OutputContext  # noqa: E402
+
+MAX_TRIVIAL, MAX_SLEEPERS, CHAIN = 2000, 400, 60
+SLEEP_S = 0.05
+
+
+class NullIOHandler(BaseIOHandler):
+    """Writes nothing, loads None: what is measured is the queue, not storage."""
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        return None
+
+    def load_input(self, context: InputContext) -> Any:
+        return None
+
+
+def _asset(name: str, body: str, params: str = "") -> rs.SingleAsset:
+    namespace: dict[str, Any] = {"__name__": __name__, "time": time}
+    exec(f"def {name}({params}):\n    {body}\n", namespace)
+    asset = rs.Asset(namespace[name])
+    globals()[name] = asset  # importable by reference: module attribute == the definition
+    return asset
+
+
+TRIVIAL = [_asset(f"trivial_{i}", "return 1") for i in range(MAX_TRIVIAL)]
+SLEEPERS = [_asset(f"sleeper_{i}", f"time.sleep({SLEEP_S})") for i in range(MAX_SLEEPERS)]
+CHAINED = [_asset(f"link_{i}", "return 1", f"link_{i - 1}" if i else "") for i in range(CHAIN)]
+
+
+def noop() -> None:
+    """Bare RQ's job."""
+
+
+# -- processes -------------------------------------------------------------------------------
+def start_workers(url: str, count: int, concurrency: int = 2) -> list[subprocess.Popen[bytes]]:
+    from rivers.queues.redis import live_workers
+
+    env = {**os.environ, "RIVERS_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-m", "rivers.cli.worker", "--executor", "parallel",
+                               "--concurrency", str(concurrency), "--redis-url", url], cwd=ROOT, env=env)
+             for _ in range(count)]
+    import redis
+
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 60
+    while len(live_workers(client, "parallel")) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not register")
+        time.sleep(0.05)
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.wait(30)
+
+
+def repo_of(assets: list[rs.SingleAsset]) -> rs.CodeRepository:
+    return rs.CodeRepository(assets, default_io_handler=NullIOHandler())
+
+
+def timed_run(assets: list[rs.SingleAsset]) -> tuple[float, rs.RunResult]:
+    repo = repo_of(assets)
+    repo.validate()
+    start = time.perf_counter()
+    result = repo.materialize()
+    return time.perf_counter() - start, result
+
+
+# -- (a) throughput ------------------------------------------------------------------------------
+def rivers_throughput(url: str, steps: int) -> float:
+    procs = start_workers(url, 1)
+    try:
+        timed_run(TRIVIAL[:50])  # warm the pool
+        elapsed, _ = timed_run(TRIVIAL[:steps])
+    finally:
+        stop(procs)
+    return steps / elapsed
+
+
+def rq_throughput(url: str, steps: int) -> float:
+    import redis
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    client = redis.Redis.from_url(url)
+    queue = Queue("bare", connection=client)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen(["rq", "worker", "--worker-class", "rq.SimpleWorker", "--url", url, "-q", "bare"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        registry = FinishedJobRegistry(queue=queue)
+
+        def run(n: int) -> float:
+            before = registry.count
+            start = time.perf_counter()
+            pipe = client.pipeline()
+            queue.enqueue_many([Queue.prepare_data(noop) for _ in range(n)], pipeline=pipe)
+            pipe.execute()
+            while registry.count < before + n:
+                time.sleep(0.002)
+            return time.perf_counter() - start
+
+        run(50)  # warm: the worker is up and has imported the job's module
+        return steps / run(steps)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+# -- (b) scaling, (c) latency ----------------------------------------------------------------------------
+def scaling(url: str, sleepers: int) -> dict[int, float]:
+    walls: dict[int, float] = {}
+    for count in (1, 2, 4):
+        procs = start_workers(url, count)
+        try:
+            timed_run(TRIVIAL[: 8 * count])  # warm every pool
+            walls[count], _ = timed_run(SLEEPERS[:sleepers])
+        finally:
+            stop(procs)
+    return walls
+
+
+def handoff_delays(url: str) -> list[float]:
+    procs = start_workers(url, 1)
+    try:
+        timed_run(TRIVIAL[:10])
+        _, result = timed_run(CHAINED)
+    finally:
+        stop(procs)
+    steps = [result.step_results[asset.name] for asset in CHAINED]
+    return [down.started_at - (up.started_at + up.duration_s) for up, down in zip(steps, steps[1:], strict=False)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--sleepers", type=int, default=200)
+    args = parser.parse_args()
+    from tests.redis_server import RedisServer
+
+    os.environ.setdefault("RIVERS_LOG_LEVEL", "WARNING")  # step events to a terminal would be what is measured
+    with RedisServer() as server:
+        os.environ["RIVERS_REDIS_URL"] = server.url
+        rivers_rate = rivers_throughput(server.url, args.steps)
+        rq_rate = rq_throughput(server.url, args.steps)
+        print(f"(a) {args.steps} trivial steps: rivers {rivers_rate:,.0f} steps/s (1 worker, concurrency 2); "
+              f"bare RQ SimpleWorker {rq_rate:,.0f} jobs/s; ratio {rivers_rate / rq_rate:.2f}x (target >= 1)")
+        walls = scaling(server.url, args.sleepers)
+        print(f"(b) {args.sleepers} x {SLEEP_S * 1000:.0f} ms steps: " +
+              ", ".join(f"{n} worker{'s' if n > 1 else ''} {wall:.2f} s" for n, wall in walls.items()) +
+              f"; speed-up 1 -> 4: {walls[1] / walls[4]:.2f}x (target >= 3.2x)")
+        delays = handoff_delays(server.url)
+        print(f"(c) upstream finished -> downstream started, chain of {CHAIN}: median "
+              f"{statistics.median(delays) * 1000:.2f} ms, p90 {statistics.quantiles(delays, n=10)[-1] * 1000:.2f} ms "
+              "(target < 5 ms)")
+
+
+if __name__ == "__main__":
+    import benchmarks.distributed as this  # workers import the assets from `benchmarks.distributed`, not __main__
+
+    this.main()
