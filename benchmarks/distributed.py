@@ -14,6 +14,7 @@ Steps are module-level assets made here; workers import this module by reference
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import statistics
@@ -161,7 +162,7 @@ def handoff_delays(url: str) -> list[float]:
     finally:
         stop(procs)
     steps = [result.step_results[asset.name] for asset in CHAINED]
-    return [down.started_at - (up.started_at + up.duration_s) for up, down in zip(steps, steps[1:], strict=False)]
+    return [down.started_at - (up.started_at + up.duration_s) for up, down in itertools.pairwise(steps)]
 
 
 def main() -> None:
