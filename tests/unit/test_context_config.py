@@ -217,10 +217,12 @@ def test_resources_section_overrides_a_copy_for_that_run() -> None:
     assert db.url == "sqlite://"
 
 
-def test_execution_section_picks_the_executor() -> None:
+def test_execution_section_picks_the_executor(tmp_path: Any) -> None:
+    from obstore.store import LocalStore
+
     pids: list[int] = []
 
-    @rs.Asset
+    @rs.Asset(io_handler=rs.PickleIOHandler(LocalStore(str(tmp_path))))  # not process-local
     def where() -> int:
         pids.append(os.getpid())
         return 1

@@ -337,13 +337,15 @@ def test_first_failure_is_the_one_reraised() -> None:
         make_repo([fails_first, fails_second]).materialize()
 
 
-def test_executor_metadata_routes_a_step_in_process() -> None:
+def test_executor_metadata_routes_a_step_in_process(tmp_path: Any) -> None:
     import os
 
+    from obstore.store import LocalStore
 
     pids: list[int] = []
 
-    @rs.Asset(metadata={"rivers/executor": "in_process"})
+    # a handler other processes can read: only the metadata keeps this step in the coordinator
+    @rs.Asset(metadata={"rivers/executor": "in_process"}, io_handler=rs.PickleIOHandler(LocalStore(str(tmp_path))))
     def pinned() -> int:
         pids.append(os.getpid())
         return 1

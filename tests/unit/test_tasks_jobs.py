@@ -158,12 +158,14 @@ def test_job_execute_raise_on_error_false() -> None:
     assert result.failed_assets == [("jfail", "ValueError: bad")]
 
 
-def test_job_executor_overrides_the_repository_default() -> None:
+def test_job_executor_overrides_the_repository_default(tmp_path: Path) -> None:
     import os
+
+    from obstore.store import LocalStore
 
     pids: list[int] = []
 
-    @rs.Asset
+    @rs.Asset(io_handler=rs.PickleIOHandler(LocalStore(str(tmp_path))))  # not process-local
     def where() -> int:
         pids.append(os.getpid())
         return 1
