@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import base64
 import copy
+import dataclasses
 import importlib
 import inspect
 import sys
@@ -33,6 +34,7 @@ from rivers import signing
 from rivers.definitions.assets import AssetDef, MultiAsset
 from rivers.definitions.contexts import CONTEXT_TYPES
 from rivers.definitions.nodes import NodeDefinition
+from rivers.definitions.policies import Backoff, RetryOn, RetryPolicy
 from rivers.definitions.resources import setup_resource, teardown_resource
 from rivers.exceptions import BadSignature, SpecError
 from rivers.io.base import BaseIOHandler
@@ -41,10 +43,14 @@ from rivers.runtime import StepCall
 
 
 class Ref(BaseModel, frozen=True):
-    """An importable object: `getattr(import_module(module), *qualname.split("."))`."""
+    """An importable object: `getattr(import_module(module), *qualname.split("."))`.
+
+    `node` names a task inside an importable graph asset (`<graph>/<task>`, in `graph.nodes`).
+    """
 
     module: str
     qualname: str
+    node: str | None = None
 
 
 class Pickled(BaseModel, frozen=True):
@@ -66,16 +72,28 @@ class ObjectSpec(BaseModel, frozen=True):
 
 class ParamSpec(BaseModel):
     name: str
-    kind: str  # "context" | "self" | "input" | "resource"
+    kind: str  # "context" | "self" | "input" | "resource" | "const" | "item" | "collect"
     source: str | None = None
     handler: int | None = None  # index into StepSpec.handlers
     metadata: dict[str, str] = {}
+    value: Any = None  # a literal "const", an "item" index or the "collect" sources, as JSON ...
+    value_pickled: Pickled | None = None  # ... or, when JSON cannot carry it, signed pickle
+    iterate: bool = False
 
 
 class OutputSpec(BaseModel):
     name: str
     handler: int
     metadata: dict[str, str] = {}
+    fan_out: bool = False
+
+
+class RetrySpec(BaseModel):
+    """A RetryPolicy: the worker needs it to know whether a failed attempt fires the failure hooks."""
+
+    max_retries: int
+    retry_on: str | list[Code]  # "all" | "transient" | exception classes
+    backoff: dict[str, Any] | None = None
 
 
 class StepSpec(BaseModel):
@@ -94,6 +112,8 @@ class StepSpec(BaseModel):
     config_type: Code | None = None
     config: dict[str, Any] | None = None
     tags: list[str] = []
+    retry: RetrySpec | None = None
+    members: list[StepSpec] = []  # a fused graph: its internal tasks, in order
 
 
 # -- building a spec (the coordinator's side) ----------------------------------------------------
@@ -119,12 +139,12 @@ def spec_from_call(call: StepCall, executor: str) -> StepSpec:
     for param in call.params:
         index = handler_id(param.handler) if param.handler is not None else None
         params.append(ParamSpec(name=param.name, kind=param.kind, source=param.source, handler=index,
-                                metadata=param.metadata))
+                                metadata=param.metadata, iterate=param.iterate, **_value_fields(param.value, step)))
         if param.kind == "resource":
             assert param.source is not None
             resources[param.source] = object_spec(call.resources[param.source], step)
-    outputs = [OutputSpec(name=slot.name, handler=handler_id(slot.handler), metadata=slot.metadata)
-               for slot in call.outputs]
+    outputs = [OutputSpec(name=slot.name, handler=handler_id(slot.handler), metadata=slot.metadata,
+                          fan_out=slot.fan_out) for slot in call.outputs]
     return StepSpec(
         run_id=call.run_id, step_key=step, attempt=call.attempt, executor=executor,
         definition=definition_code(call.definition), params=params, outputs=outputs, handlers=handlers,
@@ -132,16 +152,47 @@ def spec_from_call(call: StepCall, executor: str) -> StepSpec:
         context_type=class_code(call.context_type, step) if call.context_type is not None else None,
         config_type=class_code(call.config_type, step) if call.config_type is not None else None,
         config=call.config, tags=list(call.tags),
+        retry=retry_spec(call.retry, step) if call.retry is not None else None,
+        members=[spec_from_call(member, executor) for member in call.members],
     )
+
+
+def _value_fields(value: Any, step: str) -> dict[str, Any]:
+    if value is None or isinstance(value, str | int | float | bool):
+        return {"value": value}
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return {"value": value}
+    try:
+        return {"value_pickled": _pickled(value)}
+    except Exception as exc:
+        raise SpecError(f"step '{step}': a constant argument cannot be sent to a worker: {exc}") from exc
+
+
+def retry_spec(policy: RetryPolicy, step: str) -> RetrySpec:
+    retry_on = policy.retry_on
+    classes: str | list[Code] = (
+        retry_on.value if isinstance(retry_on, RetryOn) else [class_code(cls, step) for cls in retry_on]
+    )
+    backoff = dataclasses.asdict(policy.backoff) if policy.backoff is not None else None
+    return RetrySpec(max_retries=policy.max_retries, retry_on=classes, backoff=backoff)
 
 
 def definition_code(definition: NodeDefinition) -> Code:
     """A node definition by reference when importing it gives this very object, else signed pickle."""
     code = _definition_codes.get(definition)
     if code is None:
-        code = _ref_if_importable(definition) or _pickled(_portable_copy(definition))
+        code = _ref_if_importable(definition) or _graph_node_ref(definition) or _pickled(_portable_copy(definition))
         _definition_codes[definition] = code
     return code
+
+
+def _graph_node_ref(definition: NodeDefinition) -> Ref | None:
+    """A task inside a graph asset, by reference to the (importable) graph and the task's node name."""
+    graph = getattr(definition, "graph", None)
+    if graph is None or graph is definition or definition not in getattr(graph, "nodes", ()):
+        return None
+    ref = _ref_if_importable(graph)
+    return ref.model_copy(update={"node": definition.name}) if ref is not None else None
 
 
 def class_code(cls: type, step: str) -> Code:
@@ -233,8 +284,11 @@ def call_from_spec(spec: StepSpec) -> StepCall:
             args = typing.get_args(hint)
             hint = args[0] if args else None
         handler = handlers[p.handler] if p.handler is not None else None
-        params.append(Param(p.name, p.kind, p.source, hint, handler, dict(p.metadata)))
-    outputs = [OutputSlot(o.name, handlers[o.handler], dict(o.metadata), True) for o in spec.outputs]
+        value = p.value
+        if p.value_pickled is not None:
+            value = load_code(p.value_pickled, step, lambda _: True, "a constant")
+        params.append(Param(p.name, p.kind, p.source, hint, handler, dict(p.metadata), value, p.iterate))
+    outputs = [OutputSlot(o.name, handlers[o.handler], dict(o.metadata), True, o.fan_out) for o in spec.outputs]
     resources = {key: rebuild(obj, step, BaseModel, "a pydantic model", setup=True)
                  for key, obj in spec.resources.items()}
     context_type = config_type = None
@@ -246,7 +300,19 @@ def call_from_spec(spec: StepSpec) -> StepCall:
         run_id=spec.run_id, step_key=step, attempt=spec.attempt, definition=definition, params=params,
         outputs=outputs, resources=resources, context_type=context_type, config_type=config_type,
         config=spec.config, return_hint=hints.get("return", inspect.Signature.empty), tags=list(spec.tags),
+        retry=_retry_policy(spec.retry, step) if spec.retry is not None else None,
+        members=[call_from_spec(member) for member in spec.members],
     )
+
+
+def _retry_policy(spec: RetrySpec, step: str) -> RetryPolicy:
+    retry_on: RetryOn | list[type[BaseException]]
+    if isinstance(spec.retry_on, str):
+        retry_on = RetryOn(spec.retry_on)
+    else:
+        retry_on = [load_code(code, step, _is_exception_class, "an exception class") for code in spec.retry_on]
+    backoff = Backoff(**spec.backoff) if spec.backoff is not None else None
+    return RetryPolicy(spec.max_retries, backoff=backoff, retry_on=retry_on)
 
 
 def load_code(code: Code, step: str, allowed: Callable[[Any], bool], expected: str) -> Any:
@@ -256,6 +322,8 @@ def load_code(code: Code, step: str, allowed: Callable[[Any], bool], expected: s
         try:
             if isinstance(code, Ref):
                 found = _import(code.module, code.qualname)
+                if code.node is not None:
+                    found = next(n for n in getattr(found, "nodes", ()) if n.name == code.node)
             else:
                 data = base64.b64decode(code.data)
                 signing.verify(data, code.signature)
@@ -328,5 +396,12 @@ def _is_definition(value: Any) -> bool:
     return isinstance(value, NodeDefinition) and value.fn is not None
 
 
+def _is_exception_class(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseException)
+
+
 def _is_model_class(value: Any) -> bool:
     return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+StepSpec.model_rebuild()

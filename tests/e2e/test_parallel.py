@@ -260,3 +260,20 @@ def test_concurrent_runs_share_the_pool(handler: rs.PickleIOHandler, tmp_path: P
     for thread in threads:
         thread.join(timeout=60)
     assert len(results) == 3 and all(r.success for r in results)
+
+
+def test_graph_tasks_constants_and_fan_out_run_in_the_pool(handler: rs.PickleIOHandler) -> None:
+    repo = repo_of([pp.graph_in_pool], handler)
+    result = repo.materialize()
+    assert result.success
+    value = repo.load_node("graph_in_pool")
+    assert [x for x, _ in value] == [0, 3, 6, 9, -1]
+    assert os.getpid() not in {pid for _, pid in value}
+    assert {r.pid for r in result.step_results.values() if r.pid} - {os.getpid()}
+
+
+def test_a_fused_graph_runs_its_internal_tasks_in_one_worker(handler: rs.PickleIOHandler) -> None:
+    repo = repo_of([pp.fused_graph], handler)
+    assert repo.materialize().success
+    pids = {pid for _, pid in repo.load_node("fused_graph")}
+    assert len(pids) == 1 and os.getpid() not in pids

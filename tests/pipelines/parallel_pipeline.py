@@ -271,8 +271,35 @@ def after_death(always_dies: int) -> int:
     return always_dies
 
 
-# -- benchmarks and speed-up ---------------------------------------------------------------------
 
-@rs.Asset
-def trivial() -> int:
-    return 1
+# -- graph assets ------------------------------------------------------------------------------
+
+@rs.Task
+def multiples(factor: int) -> list[int]:
+    return [factor * i for i in range(4)]
+
+
+@rs.Task
+def with_pid(x: int) -> tuple[int, int]:
+    return x, os.getpid()
+
+
+@rs.Task
+def gathered(values: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    return [*values, (-1, os.getpid())]
+
+
+@rs.Asset.from_graph(retry=rs.RetryPolicy(1, retry_on=[PipelineError]))
+def graph_in_pool() -> list[tuple[int, int]]:
+    return gathered(multiples(3).map(with_pid).collect())
+
+
+@rs.Task
+def pids_of(values: list[int]) -> list[tuple[int, int]]:
+    return [(x, os.getpid()) for x in values]
+
+
+@rs.Asset.from_graph(metadata={"rivers/node/executor": "in_process"})
+def fused_graph() -> list[tuple[int, int]]:
+    """No fan-out: its internal tasks run together, in one worker."""
+    return gathered(pids_of(multiples(2)))

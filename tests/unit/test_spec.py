@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 import rivers as rs
 from rivers.exceptions import SpecError
-from rivers.resolve import Resolver
+from rivers.resolve import Param, Resolver
 from rivers.results import StepResult
 from rivers.runtime import StepCall, run_step
 from rivers.spec import ObjectSpec, Pickled, Ref, StepSpec, call_from_spec, rebuild, spec_from_call
@@ -133,3 +133,16 @@ def test_rebuilt_objects_are_cached_by_class_and_configuration() -> None:
     assert rebuild(other, "s", rs.Resource, "a resource").value == 2
     with pytest.raises(SpecError, match="Offset is not an IO handler"):
         rebuild(again, "s", rs.BaseIOHandler, "an IO handler")
+
+
+def test_retry_policy_and_constants_travel(handler: rs.PickleIOHandler) -> None:
+    call = make_call([ps.base], "base", handler, {})
+    call.retry = rs.RetryPolicy(2, backoff=rs.Backoff.constant(1.5), retry_on=[ValueError])
+    call.params = [Param("pair", "const", value=(1, 2)), Param("word", "const", value="s"),
+                   Param("values", "collect", value=["a__0", "a__1"], iterate=True)]
+    rebuilt = through_json(call)
+    assert rebuilt.retry is not None and rebuilt.retry.max_retries == 2 and rebuilt.retry.delay(1) == 1.5
+    assert rebuilt.retry.retries(UnicodeError) and not rebuilt.retry.retries(KeyError)
+    assert [(p.kind, p.value, p.iterate) for p in rebuilt.params] == [
+        ("const", (1, 2), False), ("const", "s", False), ("collect", ["a__0", "a__1"], True),
+    ]
