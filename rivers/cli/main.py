@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.live import Live
 
 from rivers import defaults, exceptions, logs
-from rivers.cli import DISTRIBUTED_UNAVAILABLE, UsageError
+from rivers.cli import UsageError
 from rivers.cli.progress import RunProgress, print_summary
 
 if TYPE_CHECKING:
@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "materialize":
-        return fail(f"rivers {args.command}: {DISTRIBUTED_UNAVAILABLE}")
+        from rivers.cli.runs import distributed_command
+
+        return distributed_command(args)
     if args.include_upstream and args.job:
         return fail("--include-upstream applies to --select, not to --job")
     try:

@@ -57,6 +57,7 @@ class Coordinator:
         step_config: Mapping[str, dict[str, Any]],
         retry: RetryPolicy | None = None,
         listener: RunListener | None = None,
+        seed: Mapping[str, StepResult] | None = None,
     ) -> None:
         self.run_id = run_id
         self.plan = plan
@@ -73,6 +74,7 @@ class Coordinator:
         self.throttles: dict[str, _Throttle] = {}
         self.log = get_logger().bind(run_id=run_id)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.seed = dict(seed or {})  # final results of a resumed run: those steps do not run again
 
     # -- the loop ---------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -85,7 +87,7 @@ class Coordinator:
             for step in self.plan.steps.values():
                 self.listener("planned", step, None)
         try:
-            self._dispatch_all(self.state.initial_ready())
+            self._dispatch_all(self._seeded() if self.seed else self.state.initial_ready())
             while self._has_work():
                 self._drain_inbox()
                 if self.local:
@@ -101,6 +103,16 @@ class Coordinator:
                 self._loop.close()
         self._fire_graph_hooks()
         return self._run_result()
+
+    def _seeded(self) -> list[Step]:
+        """Record the stored results of a resumed run; the steps still to run that are ready."""
+        for key, step in list(self.plan.steps.items()):
+            result = self.seed.get(key)
+            if result is not None and self.state.status[key] == "pending":
+                self.state.start(step)
+                self.state.finish(result)
+        return [step for key, step in self.plan.steps.items()
+                if self.state.status[key] == "pending" and self.state.waiting[key] == 0]
 
     def _fire_graph_hooks(self) -> None:
         """A graph asset's hooks fire once per run: failure if any internal task failed, else success."""

@@ -181,6 +181,35 @@ class CodeRepository:
         )
         return execute_run(self, graph, request)
 
+    def submit(
+        self,
+        selection: list[str] | str | None = None,
+        tags: dict[str, str] | list[str] | None = None,
+        raise_on_error: bool = True,
+        config: dict[str, Any] | None = None,
+        run_id_override: str | None = None,
+        include_upstream: bool = False,
+        resume: bool = False,
+        retry: RetryPolicy | str | None = None,
+    ) -> Any:
+        """Submit the run to rivers-coordinator through RIVERS_REDIS_URL; returns a RunHandle at once.
+
+        The coordinator runs it with its own copy of this repository (`rivers-coordinator --repo ...`);
+        `raise_on_error` applies to nothing here (see `RunHandle.wait`).
+        """
+        from rivers.distributed.runs import SubmittedRun, new_run_id
+        from rivers.distributed.runs import submit as submit_run
+
+        graph = self._resolve()
+        self._selected_outputs(graph, selection, include_upstream)  # unknown names fail here, not remotely
+        if resume:
+            raise NotImplementedError("submit(resume=True) is not supported; the coordinator resumes by itself")
+        if retry is not None and not isinstance(retry, str):
+            raise ConfigurationError("submit(retry=) takes the name of a policy in CodeRepository(retries=...)")
+        names = [selection] if isinstance(selection, str) else list(selection) if selection is not None else None
+        return submit_run(SubmittedRun(run_id=run_id_override or new_run_id(), selection=names, tags=tags,
+                                       config=config, include_upstream=include_upstream, retry=retry))
+
     def _execute_job(
         self, job: Job, *, tags: Any, config: dict[str, Any] | None, raise_on_error: bool
     ) -> RunResult:

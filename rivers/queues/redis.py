@@ -64,6 +64,7 @@ class RedisHub:
         self._lock = threading.Lock()
         self.pending: dict[str, _Pending] = {}
         self._runs: dict[str, int] = {}  # run id -> jobs pending: the listener's keys
+        self._adoptable: dict[str, dict[str, str]] = {}  # run id -> step key -> job id (runs taken over)
         self._outbox: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._has_runs = threading.Event()  # the listener sleeps on it while no run waits for results
         self._rq_queues: dict[str, Any] = {}
@@ -72,13 +73,33 @@ class RedisHub:
             threading.Thread(target=target, name=f"rivers-redis-{name}", daemon=True).start()
 
     # -- sending ----------------------------------------------------------------------------
-    def submit(self, pending: _Pending) -> None:
+    def submit(self, pending: _Pending, send: bool = True) -> None:
         with self._lock:
             self.pending[pending.job_id] = pending
             run_id = pending.request.call.run_id
             self._runs[run_id] = self._runs.get(run_id, 0) + 1
         self._has_runs.set()
-        self._outbox.put(pending)
+        if send:
+            self._outbox.put(pending)
+        else:
+            pending.queued_at = time.monotonic()
+            self.client.lpush(keys.wake_key(self.name), "1")
+
+    def expect(self, run_id: str, jobs: dict[str, str]) -> None:
+        """A run taken over: its steps' latest jobs (step key -> job id) may still be running or reported."""
+        with self._lock:
+            self._adoptable[run_id] = dict(jobs)
+
+    def adopt(self, request: StepRequest) -> str | None:
+        """The job id of a step that the previous owner of its run had sent and that is still alive."""
+        with self._lock:
+            job_id = self._adoptable.get(request.call.run_id, {}).pop(request.step.key, None)
+        if job_id is None:
+            return None
+        if self.client.exists(keys.job_key(job_id)):
+            return job_id  # queued or running: its lease is watched like any other
+        reported = self.client.lrange(keys.results_key(request.call.run_id), 0, -1)
+        return job_id if any(m.split(b" ", 1)[0] == job_id.encode() for m in reported) else None
 
     def _send_loop(self) -> None:
         while True:
@@ -107,6 +128,7 @@ class RedisHub:
                 timeout=-1, result_ttl=0, description=f"{pending.request.call.run_id} {pending.request.step.key}",
             ))
             pipe.expire(reply_to, defaults.RESULT_TTL_S)
+            pipe.hset(keys.run_jobs_key(pending.request.call.run_id), pending.request.step.key, pending.job_id)
         for executor, datas in by_executor.items():
             self._rq_queue(executor).enqueue_many(datas, pipeline=pipe)
         pipe.lpush(keys.wake_key(self.name), "1")  # the listener may be blocked on the keys of older runs
@@ -241,6 +263,17 @@ class RedisHub:
                     f"no rivers-worker is consuming queue '{keys.queue_name(executor)}' "
                     f"(start one with `rivers-worker --executor {executor}`)"), False)
 
+    def fail_run(self, run_id: str, exc: BaseException) -> None:
+        """Fail every step of a run still queued or running (a cancelled run); their jobs are withdrawn."""
+        with self._lock:
+            mine = [p for p in self.pending.values() if p.request.call.run_id == run_id]
+        for pending in mine:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.lrem(keys.queue_key(pending.executor), 0, pending.job_id)
+            pipe.delete(keys.job_key(pending.job_id))
+            pipe.execute()
+            self.fail(pending.job_id, exc, False)
+
     # -- cancelling ---------------------------------------------------------------------------
     def cancel_run(self, run_id: str) -> None:
         with self._lock:
@@ -288,6 +321,10 @@ class RedisStepQueue:
         except SpecError as exc:
             request.report(failed_result(call.run_id, call.step_key, call.attempt,
                                          [slot.name for slot in call.outputs], exc))
+            return
+        adopted = self.hub.adopt(request)
+        if adopted is not None:
+            self.hub.submit(_Pending(request, self.executor, adopted, ""), send=False)
             return
         self.hub.submit(_Pending(request, self.executor, uuid.uuid4().hex, spec.model_dump_json()))
 

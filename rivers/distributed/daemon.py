@@ -1,0 +1,188 @@
+"""rivers-coordinator: serve runs submitted through Redis; take over runs whose coordinator died.
+
+    BLPOP rivers:submitted ─┐  every WATCH_INTERVAL_S: runs queued/running whose owner lease is gone
+                            ▼                                         │
+                 SET rivers:run:<id>:owner NX PX ◄────────────────────┘  (only one coordinator wins)
+                            ▼
+       thread per run: plan -> Coordinator(seed = stored final results) -> queues (Redis)
+            listener: events -> rivers:run:<id>:events, final results -> rivers:run:<id>:steps
+            taken over: the steps' latest jobs still queued, running or reported are adopted, not re-sent
+       heartbeat thread: renew the owner lease of every run this process owns
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from typing import Any
+
+from rivers import defaults
+from rivers.coordinator.coordinator import Coordinator
+from rivers.definitions.executors import Executor
+from rivers.definitions.repository import CodeRepository
+from rivers.distributed.connection import check_reachable, connect
+from rivers.distributed.runs import SubmittedRun
+from rivers.exceptions import ExecutionError
+from rivers.executors import queues_for
+from rivers.launch import parse_launch
+from rivers.logs import get_logger
+from rivers.plan import Step, build_plan
+from rivers.queues import keys
+from rivers.resolve import resolve_retry
+from rivers.results import RunResult, StepResult
+from rivers.run import run_resources
+
+
+class CoordinatorDaemon:
+    def __init__(self, url: str, repo: CodeRepository) -> None:
+        self.url = url
+        self.repo = repo
+        self.name = f"coordinator-{uuid.uuid4().hex[:8]}"
+        self.log = get_logger().bind(coordinator=self.name)
+        self.client: Any = None
+        self._owned: set[str] = set()
+        self._queues: dict[str, list[Any]] = {}  # run id -> its step queues (to cancel it)
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def serve(self) -> int:
+        check_reachable(self.url)
+        self.client = connect(self.url)
+        self.repo.validate()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stopping", True))
+        threading.Thread(target=self._heartbeat_loop, name="rivers-run-leases", daemon=True).start()
+        self.log.info("coordinator.started")
+        last_scan = 0.0
+        while not self._stopping:
+            popped = self.client.blpop([keys.SUBMITTED], timeout=defaults.WATCH_INTERVAL_S)
+            if popped is not None:
+                self._try_start(popped[1].decode(), resumed=False)
+            if time.monotonic() - last_scan >= defaults.WATCH_INTERVAL_S:
+                last_scan = time.monotonic()
+                self._take_over_orphans()
+        while self._owned:  # SIGTERM: finish the runs this process owns
+            time.sleep(0.1)
+        return 0
+
+    # -- owning runs ----------------------------------------------------------------------------
+    def _try_start(self, run_id: str, resumed: bool) -> None:
+        status = self.client.hget(keys.run_key(run_id), "status")
+        if status not in (b"queued", b"running"):
+            return
+        if not self.client.set(keys.run_owner_key(run_id), self.name, nx=True, px=defaults.LEASE_MS):
+            return  # another coordinator has it
+        with self._lock:
+            self._owned.add(run_id)
+        resumed = resumed or status == b"running"
+        threading.Thread(target=self._execute, args=(run_id, resumed), name=f"rivers-run-{run_id[:8]}",
+                         daemon=True).start()
+
+    def _take_over_orphans(self) -> None:
+        for run_id in [r.decode() for r in self.client.zrange(keys.RUNS, 0, -1)]:
+            if run_id in self._owned or self.client.exists(keys.run_owner_key(run_id)):
+                continue
+            self._try_start(run_id, resumed=True)
+
+    def _heartbeat_loop(self) -> None:
+        while True:
+            time.sleep(defaults.HEARTBEAT_S)
+            with self._lock:
+                owned = list(self._owned)
+            if not owned:
+                continue
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for run_id in owned:
+                    pipe.pexpire(keys.run_owner_key(run_id), defaults.LEASE_MS)
+                    pipe.hget(keys.run_key(run_id), "cancel")
+                replies = pipe.execute()
+                for run_id, cancel in zip(owned, replies[1::2], strict=True):
+                    if cancel:
+                        self._cancel(run_id)
+            except Exception as exc:  # noqa: BLE001 - Redis restarting: the next beat tries again
+                self.log.warning("coordinator.heartbeat_failed", error=repr(exc))
+
+    def _cancel(self, run_id: str) -> None:
+        for queue in self._queues.get(run_id, []):
+            hub = getattr(queue, "hub", None)
+            if hub is not None:
+                hub.fail_run(run_id, ExecutionError("the run was cancelled"))
+
+    # -- one run ------------------------------------------------------------------------------------
+    def _execute(self, run_id: str, resumed: bool) -> None:
+        try:
+            result = self._run(run_id, resumed)
+            cancelled = self.client.hget(keys.run_key(run_id), "cancel")
+            status = "cancelled" if cancelled else "succeeded" if result.success else "failed"
+            record: dict[str, Any] = {"status": status,
+                                      "result": json.dumps({"success": result.success,
+                                                            "materialized_assets": result.materialized_assets,
+                                                            "failed_assets": result.failed_assets})}
+        except Exception as exc:  # noqa: BLE001 - a run that cannot start is a failed run, not a dead daemon
+            self.log.error("run.failed_to_start", run_id=run_id, error=repr(exc))
+            record = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                      "result": json.dumps({"success": False, "materialized_assets": [],
+                                            "failed_assets": [["<run>", f"{type(exc).__name__}: {exc}"]]})}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(keys.run_key(run_id), mapping={**record, "updated_at": time.time()})
+        pipe.rpush(keys.run_done_key(run_id), "1")
+        pipe.delete(keys.run_owner_key(run_id))
+        pipe.execute()
+        with self._lock:
+            self._owned.discard(run_id)
+            self._queues.pop(run_id, None)
+
+    def _run(self, run_id: str, resumed: bool) -> RunResult:
+        request = SubmittedRun.from_json(self.client.hget(keys.run_key(run_id), "request"))
+        seed: dict[str, StepResult] = {}
+        if resumed:
+            seed = {k.decode(): StepResult.model_validate_json(v)
+                    for k, v in self.client.hgetall(keys.run_steps_key(run_id)).items()}
+        self.client.hset(keys.run_key(run_id), mapping={"status": "running", "owner": self.name,
+                                                        "updated_at": time.time()})
+        self.log.info("run.started", run_id=run_id, resumed=resumed, steps_done=len(seed))
+        repo = self.repo
+        graph = repo._resolve()
+        if request.job:
+            job = repo.get_job(request.job)
+            outputs = repo._job_outputs(graph, job)
+            executor = job.executor or repo.default_executor
+        else:
+            outputs = repo._selected_outputs(graph, request.selection, request.include_upstream)
+            executor = repo.default_executor
+        launch = parse_launch(request.config)
+        executor = launch.executor or executor or Executor.parallel()
+        plan = build_plan(graph, outputs, executor, launch.executor is not None or executor is not None)
+        queues = queues_for(plan, executor)
+        self._queues[run_id] = list(queues.values())
+        if resumed:
+            jobs = {k.decode(): v.decode() for k, v in self.client.hgetall(keys.run_jobs_key(run_id)).items()}
+            for queue in queues.values():
+                hub = getattr(queue, "hub", None)
+                if hub is not None:
+                    hub.expect(run_id, {k: v for k, v in jobs.items() if k not in seed})
+        retry = resolve_retry(request.retry, repo._retries, "submit(retry=)") or repo._default_retry_policy
+        coordinator = Coordinator(
+            run_id=run_id, plan=plan, queues=queues, resources=run_resources(repo, launch.resources),
+            step_config=launch.steps, retry=retry,
+            listener=self._recorder(run_id), seed=seed,
+        )
+        return coordinator.execute()
+
+    def _recorder(self, run_id: str) -> Any:
+        def record(event: str, step: Step, result: StepResult | None) -> None:
+            pipe = self.client.pipeline(transaction=False)
+            entry: dict[str, Any] = {"event": event, "step": step.key, "time": time.time()}
+            if result is not None:
+                entry["attempt"] = result.attempt
+                if result.error is not None:
+                    entry["error"] = result.error.summary()
+                pipe.hset(keys.run_steps_key(run_id), step.key, result.model_dump_json())
+            pipe.rpush(keys.run_events_key(run_id), json.dumps(entry))
+            pipe.execute()
+
+        return record

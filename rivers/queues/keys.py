@@ -1,0 +1,84 @@
+"""Every Redis key rivers uses, in one place.
+
+Step queues are RQ queues, so RQ's own names (`rq:queue:<name>`, `rq:job:<id>`) hold the queued
+jobs and rq-dashboard can show them; everything else rivers adds lives under `rivers:`.
+"""
+
+from __future__ import annotations
+
+RQ_QUEUE_PREFIX = "rq:queue:"  # RQ's Queue.redis_queue_namespace_prefix
+RQ_JOB_PREFIX = "rq:job:"  # RQ's Job.redis_job_namespace_prefix
+LEASE_PREFIX = "rivers:lease:"  # + job id -> name of the worker running it (PX LEASE_MS)
+WORKER_PREFIX = "rivers:worker:"  # + worker name -> its executor (PX WORKER_TTL_MS): the worker is alive
+STEP_JOB_FUNCTION = "rivers.distributed.jobs.run_step_job"  # the only job function a rivers worker runs
+
+
+def queue_name(executor: str) -> str:
+    """The RQ queue name of an executor's steps."""
+    return f"rivers:{executor}"
+
+
+def queue_key(executor: str) -> str:
+    return RQ_QUEUE_PREFIX + queue_name(executor)
+
+
+def job_key(job_id: str) -> str:
+    return RQ_JOB_PREFIX + job_id
+
+
+def lease_key(job_id: str) -> str:
+    return LEASE_PREFIX + job_id
+
+
+def worker_key(name: str) -> str:
+    return WORKER_PREFIX + name
+
+
+def workers_key(executor: str) -> str:
+    """Set of the names of workers that have consumed this executor's queue."""
+    return f"rivers:workers:{executor}"
+
+
+def results_key(run_id: str) -> str:
+    """List where workers push the results of a run's steps."""
+    return f"rivers:run:{run_id}:results"
+
+
+def wake_key(listener: str) -> str:
+    """Pushed to wake a result listener blocked on its keys, when it has a new run to listen to."""
+    return f"rivers:wake:{listener}"
+
+
+# -- runs served by rivers-coordinator ---------------------------------------------------------------
+SUBMITTED = "rivers:submitted"  # list of run ids a coordinator should pick up (a wake-up; the record decides)
+RUNS = "rivers:runs"  # sorted set: run id by submission time
+
+
+def run_key(run_id: str) -> str:
+    """Hash: status, request (JSON), result (JSON), owner, created_at, updated_at."""
+    return f"rivers:run:{run_id}"
+
+
+def run_owner_key(run_id: str) -> str:
+    """The coordinator that owns a run (PX LEASE_MS, renewed): a run without one is taken over."""
+    return f"rivers:run:{run_id}:owner"
+
+
+def run_steps_key(run_id: str) -> str:
+    """Hash: step key -> final StepResult JSON; a resumed run does not run these again."""
+    return f"rivers:run:{run_id}:steps"
+
+
+def run_jobs_key(run_id: str) -> str:
+    """Hash: step key -> id of its latest job; a coordinator taking the run over adopts running ones."""
+    return f"rivers:run:{run_id}:jobs"
+
+
+def run_events_key(run_id: str) -> str:
+    """List of the run's step events (JSON)."""
+    return f"rivers:run:{run_id}:events"
+
+
+def run_done_key(run_id: str) -> str:
+    """Pushed once when the run ends, for `RunHandle.wait`."""
+    return f"rivers:run:{run_id}:done"
