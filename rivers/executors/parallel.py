@@ -99,6 +99,14 @@ class ProcessPool:
             return
         self._submit(request, spec_json)
 
+    def submit_spec(self, request: StepRequest, spec_json: str) -> None:
+        """Run a step that arrives already as spec JSON (a remote worker's job); reports like `submit`.
+
+        `request` is only read for `step.key`, `call.run_id / step_key / attempt / outputs[].name`
+        (to report a failure the step could not report itself) and `report`.
+        """
+        self._submit(request, spec_json)
+
     def _submit(self, request: StepRequest, spec_json: str) -> None:
         for _ in range(2):  # a pool may break between our check and loky's submit: then once more
             with self._lock:
