@@ -156,23 +156,32 @@ async def async_side(scratch: Scratch) -> int:
 
 _running = 0
 _peak = 0
+_target = 1
 
 
 def async_peak() -> int:
     return _peak
 
 
-def reset_async_peak() -> None:
-    global _running, _peak
+def reset_async_peak(target: int) -> None:
+    """Each tracked step stays in flight until `target` of them have been in flight together (or 10 s).
+
+    The assertions never depend on timing: a limit is respected or not whatever the machine's speed.
+    """
+    global _running, _peak, _target
     _running = _peak = 0
+    _target = target
 
 
 async def _tracked() -> int:
     global _running, _peak
     _running += 1
     _peak = max(_peak, _running)
+    deadline = time.monotonic() + 10
     try:
-        await asyncio.sleep(0.05)  # yield, so that every admitted step is in flight together
+        while _peak < _target and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # linger: without a limit, the steps still waiting would now pile in
     finally:
         _running -= 1
     return _peak
@@ -228,6 +237,10 @@ def pinned_parallel() -> int:
 def _die(how: str) -> None:
     if how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if how == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)
     os._exit(3)
 
 
