@@ -200,9 +200,11 @@ class ProcessPool:
                 continue
             try:
                 with open(os.path.join(self._markers, token)) as fh:
-                    running[token] = int(fh.read() or 0)
+                    pid = int(fh.read() or 0)
             except (FileNotFoundError, ValueError):
                 continue
+            if pid > 0:  # 0: the marker was being written, the step had not started
+                running[token] = pid
         return running
 
     # -- lifecycle ---------------------------------------------------------------------------
