@@ -29,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     url = redis_url(args.redis_url)
     if url is None:
-        parser.error(f"--redis-url or ${defaults.REDIS_URL_ENV} is required")
+        print(f"rivers-coordinator: error: needs --redis-url or ${defaults.REDIS_URL_ENV}", file=sys.stderr)
+        return 2
     import os
 
     os.environ[defaults.REDIS_URL_ENV] = url  # the runs it serves dispatch through this Redis

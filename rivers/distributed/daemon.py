@@ -58,12 +58,16 @@ class CoordinatorDaemon:
         self.log.info("coordinator.started")
         last_scan = 0.0
         while not self._stopping:
-            popped = self.client.blpop([keys.SUBMITTED], timeout=defaults.WATCH_INTERVAL_S)
-            if popped is not None:
-                self._try_start(popped[1].decode(), resumed=False)
-            if time.monotonic() - last_scan >= defaults.WATCH_INTERVAL_S:
-                last_scan = time.monotonic()
-                self._take_over_orphans()
+            try:
+                popped = self.client.blpop([keys.SUBMITTED], timeout=defaults.WATCH_INTERVAL_S)
+                if popped is not None:
+                    self._try_start(popped[1].decode(), resumed=False)
+                if time.monotonic() - last_scan >= defaults.WATCH_INTERVAL_S:
+                    last_scan = time.monotonic()
+                    self._take_over_orphans()
+            except Exception as exc:  # noqa: BLE001 - Redis down past the retries: keep serving once it is back
+                self.log.warning("coordinator.redis_error", error=repr(exc))
+                time.sleep(defaults.REDIS_BACKOFF_CAP_S)
         while self._owned:  # SIGTERM: finish the runs this process owns
             time.sleep(0.1)
         return 0

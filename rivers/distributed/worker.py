@@ -193,8 +193,8 @@ class Worker:
     def _finish(self) -> None:
         self._reports.put(None)
         self._done.wait(defaults.REDIS_SOCKET_TIMEOUT_S)
-        with contextlib.suppress(Exception):
-            pipe = self.client.pipeline(transaction=False)
+        with contextlib.suppress(Exception):  # one attempt: Redis may be stopping with us (honcho)
+            pipe = connect(self.url, retries=0).pipeline(transaction=False)
             pipe.delete(keys.worker_key(self.name))
             pipe.srem(keys.workers_key(self.executor), self.name)
             pipe.execute()

@@ -135,14 +135,12 @@ def test_select_and_job_together_are_a_usage_error() -> None:
         ("rivers", ["run", "some-run-id"]),
         ("rivers-coordinator", ["--repo", PIPELINE]),
         ("rivers-worker", ["--executor", "parallel", "--concurrency", "2"]),
-        ("rivers-worker", ["--executor", "kubernetes", "--step", "s1"]),
     ],
 )
-def test_distributed_commands_say_they_are_not_available(name: str, args: list[str]) -> None:
+def test_distributed_commands_need_a_redis_url(name: str, args: list[str]) -> None:
     result = run(*args, name=name)
     assert result.returncode == 2
-    line = one_line_error(result)
-    assert "RIVERS_REDIS_URL" in line and "rivers-coordinator" in line
+    assert "RIVERS_REDIS_URL" in one_line_error(result)
 
 
 def test_terminal_gets_live_display_and_quiet_logs() -> None:
