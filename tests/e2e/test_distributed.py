@@ -186,3 +186,8 @@ def test_a_worker_runs_only_rivers_step_jobs(redis_url: str, workers: WorkerProc
     wait_for(lambda: client.hget(f"rq:job:{job.id}", "status") == b"failed", 30, message="the job to be refused")
     assert victim.exists()
     assert "refused_job" in workers.logs()
+
+
+def test_a_burst_worker_exits_when_the_queue_is_empty(redis_url: str, workers: WorkerProcesses) -> None:
+    [worker] = workers.start(redis_url, extra=["--burst"], wait=False)
+    assert worker.wait(30) == 0

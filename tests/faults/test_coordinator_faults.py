@@ -93,3 +93,21 @@ def test_a_run_whose_coordinator_died_is_resumed_without_rerunning_finished_step
     for step in ("source", "doubled", "gated", "after_gated"):  # each ran exactly once
         assert len(scratch.lines(step)) == 1, step
 
+
+
+def test_cancel_fails_running_steps_and_skips_the_rest(
+    redis_url: str, workers: WorkerProcesses, coordinators: Coordinators, tmp_path: Path
+) -> None:
+    workers.start(redis_url)
+    coordinators.start()
+    repo = dp.make_repo([dp.source, dp.gated, dp.after_gated], tmp_path)
+    scratch = repo.resources["scratch"]
+    handle = repo.submit(selection=["source", "gated", "after_gated"])
+    wait_for(lambda: scratch.lines("gated"), 60, message="the gated step to start")
+    handle.cancel()
+    result = handle.wait(timeout=30)
+    (Path(scratch.dir) / "open").touch()  # let the abandoned step end so that its worker can stop
+    assert handle.status == "cancelled"
+    assert dict(result.failed_assets) == {"gated": "ExecutionError: the run was cancelled",
+                                          "after_gated": "ExecutionError: Skipped: upstream dependency failed"}
+    assert not scratch.lines("after_gated")
