@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 INFRA_RETRIES = 2  # retries of a step whose worker died, for steps without a retry policy
 LOG_FORMAT_ENV = "RIVERS_LOG_FORMAT"  # console | json
 LOG_LEVEL_ENV = "RIVERS_LOG_LEVEL"  # DEBUG | INFO | WARNING | ERROR
 REDIS_URL_ENV = "RIVERS_REDIS_URL"
 SECRET_ENV = "RIVERS_SECRET"
 DEFAULT_LOG_LEVEL = "INFO"
+
+# -- distributed mode (Redis); the ones operators tune also read an environment variable --------
+REDIS_CONNECT_TIMEOUT_S = 2.0  # connecting a socket to Redis
+REDIS_SOCKET_TIMEOUT_S = 10.0  # one command, longer than every blocking wait below
+REDIS_START_ATTEMPTS = 3  # PINGs before "Redis is unreachable" when a run or worker starts
+REDIS_RETRIES = 12  # reconnects of one command (exponential backoff, capped below): ~10 s of outage
+REDIS_BACKOFF_BASE_S = 0.05
+REDIS_BACKOFF_CAP_S = 1.0
+LEASE_MS = 5000  # a running step's lease; the worker renews it every HEARTBEAT_S
+HEARTBEAT_S = 1.0  # worker: lease renewal and "I consume this queue" heartbeat
+WORKER_TTL_MS = 5000  # a worker that stopped heartbeating no longer counts as a consumer
+WATCH_INTERVAL_S = 1.0  # coordinator: how often it checks the leases of in-flight steps
+PICKUP_TIMEOUT_S = float(os.environ.get("RIVERS_PICKUP_TIMEOUT_S", "60"))  # unclaimed, no consumer -> failed
+WORKER_BLOCK_S = 1.0  # worker: longest wait for a job before it looks at its signals again
+RESULT_TTL_S = 24 * 3600  # results list of a run, kept for a coordinator that takes the run over

@@ -9,13 +9,26 @@ from rivers.queues.base import StepQueue
 
 
 def queues_for(plan: Plan, executor: Executor) -> dict[str, StepQueue]:
-    """The queue of every executor key the plan uses, apart from in_process (run by the coordinator)."""
+    """The queue of every executor key the plan uses, apart from in_process (run by the coordinator).
+
+    With RIVERS_REDIS_URL set, `parallel` steps go to rivers-workers through Redis; the ones that must
+    stay in this process (process-local values) still go to the embedded parallel queue.
+    """
+    from rivers.distributed.connection import redis_url
+
+    url = redis_url()
     queues: dict[str, StepQueue] = {}
     for key in {step.executor for step in plan.steps.values()} - {"in_process"}:
         if key == "parallel":
             from rivers.executors.parallel import parallel_queue
 
-            queues[key] = parallel_queue(executor if isinstance(executor, Parallel) else Executor.parallel())
+            local = parallel_queue(executor if isinstance(executor, Parallel) else Executor.parallel())
+            if url is None:
+                queues[key] = local
+            else:
+                from rivers.queues.redis import redis_queue
+
+                queues[key] = redis_queue(url, key, local)
         else:
             raise ConfigurationError(f"The '{key}' executor is not available in this version of rivers")
     return queues
