@@ -1,11 +1,11 @@
 """The parallel executor: sync steps in a loky process pool, async steps on one event loop.
 
     coordinator ── put(request) ─┬─ sync ──> spec_from_call ─> JSON ─> pool.submit(run_spec, json, token)
-                                 │                                          │ (worker process: marker file
-                                 │                                          │  <token> holds its pid while
+                                 │                                          │ (worker process: status file
+                                 │                                          │  <pid> holds the token while
                                  │                                          ▼  the step runs)
                                  │      done-callback (loky's manager thread) <── (StepResult JSON, exception)
-                                 │        └─ pool broken? the markers whose pid is dead name the step(s) that
+                                 │        └─ pool broken? the status files of dead pids name the step(s) that
                                  │           died: those fail (infrastructure); the rest go to a fresh pool
                                  └─ async ─> event-loop thread: asyncio task, at most max_async_concurrent,
                                              runs run_step_async on the live StepCall
@@ -47,7 +47,8 @@ from rivers.results import StepResult
 from rivers.runtime import StepCall, run_step_async
 from rivers.spec import spec_from_call
 
-MAX_UNEXPLAINED_BREAKS = 3  # pool breaks in a row that no step's marker explains before in-flight steps fail
+STATUS_DIR_PREFIX = "rivers-parallel-"
+MAX_UNEXPLAINED_BREAKS = 3  # pool breaks in a row that no status file explains before in-flight steps fail
 
 
 def _failed(call: StepCall, exc: BaseException, *, infrastructure: bool = False) -> StepResult:
@@ -87,9 +88,8 @@ class ProcessPool:
         self._jobs: dict[str, _Job] = {}  # token -> in-flight job
         self._tokens = itertools.count()
         self._unexplained_breaks = 0
-        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # markers on tmpfs: cheap to write
-        self._markers = tempfile.mkdtemp(prefix="rivers-parallel-", dir=shm)
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self._markers, True)
+        self._status_dir = _status_directory()
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self._status_dir, True)
 
     def submit(self, request: StepRequest) -> None:
         try:
@@ -129,7 +129,7 @@ class ProcessPool:
             self._generation += 1
             self._executor = ProcessPoolExecutor(
                 max_workers=self.max_workers, initializer=initialize,
-                initargs=(signing.signing_key(), self._markers, log_level()),
+                initargs=(signing.signing_key(), self._status_dir, log_level()),
             )
         return self._executor, self._generation
 
@@ -156,8 +156,6 @@ class ProcessPool:
         with self._lock:
             verdict = self._verdicts.get(job.generation) or self._judge(job, exc)
             self._jobs.pop(job.token, None)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self._markers, job.token))
             message = verdict.casualties.get(job.token)
         if message is None and verdict.explained:
             self._submit(job.request, job.spec_json)
@@ -170,13 +168,18 @@ class ProcessPool:
         """Decide once per broken generation which in-flight steps died with their process.
 
         loky fails every pending future before it kills the surviving workers, so at this point
-        only the processes that really died are gone; a step whose marker names one of them was
-        running there.
+        only the processes that really died are gone; a step whose token is in the status file of
+        one of them was running there.
         """
         verdict = self._verdicts[first.generation] = _Verdict()
         self._retired.add(first.generation)
-        running = self._running_steps(first.generation)
-        dead = _dead_pids(first.executor, set(running.values()))
+        statuses = self._statuses()
+        running = {token: pid for pid, token in statuses.items() if token in self._jobs
+                   and self._jobs[token].generation == first.generation}
+        dead = _dead_pids(first.executor, set(statuses))
+        for pid in dead:  # a dead process's file has told us what it knew
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._status_dir, str(pid)))
         codes = _exit_codes_in(str(exc))
         for token, pid in running.items():
             if pid in dead:
@@ -192,20 +195,16 @@ class ProcessPool:
             verdict.explained = self._unexplained_breaks <= MAX_UNEXPLAINED_BREAKS
         return verdict
 
-    def _running_steps(self, generation: int) -> dict[str, int]:
-        """token -> pid of the in-flight steps of a generation that had started in a process."""
-        running: dict[str, int] = {}
-        for token, job in self._jobs.items():
-            if job.generation != generation:
-                continue
+    def _statuses(self) -> dict[int, str]:
+        """pid -> token of the step it runs ("" between steps), for every pool process we know of."""
+        statuses: dict[int, str] = {}
+        for name in os.listdir(self._status_dir):
             try:
-                with open(os.path.join(self._markers, token)) as fh:
-                    pid = int(fh.read() or 0)
+                with open(os.path.join(self._status_dir, name), "rb") as fh:
+                    statuses[int(name)] = fh.read().decode(errors="replace").strip()
             except (FileNotFoundError, ValueError):
                 continue
-            if pid > 0:  # 0: the marker was being written, the step had not started
-                running[token] = pid
-        return running
+        return statuses
 
     # -- lifecycle ---------------------------------------------------------------------------
     def cancel_run(self, run_id: str) -> None:
@@ -227,6 +226,20 @@ class ProcessPool:
         """The pids of the current pool's processes (for tests and diagnostics)."""
         executor = self._executor
         return sorted(getattr(executor, "_processes", {}) or {}) if executor is not None else []
+
+
+def _status_directory() -> str:
+    """A fresh directory for status files, on tmpfs when there is one (cheap writes).
+
+    Its name carries our pid, so that the directories of processes that were killed before they
+    could clean up are removed by the next process that makes one.
+    """
+    parent = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    for name in os.listdir(parent):
+        owner = name.split("-")[2] if name.startswith(STATUS_DIR_PREFIX) else ""
+        if owner.isdigit() and int(owner) != os.getpid() and not _running(int(owner)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{STATUS_DIR_PREFIX}{os.getpid()}-", dir=parent)
 
 
 def _decode(payload: tuple[str, bytes | None]) -> StepResult:

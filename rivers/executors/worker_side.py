@@ -1,8 +1,8 @@
 """What runs inside a pool process: rebuild the step from its spec, run it, send the result back.
 
-Before a step starts, the process writes its pid to a marker file named after the submission
-token and removes it when the step ends. If the process dies, its marker stays behind: that is
-how the pool's owner learns which step it was running (see parallel.py).
+Each pool process keeps a status file named after its pid, holding the token of the step it is
+running (blank between steps): two small writes per step. If the process dies, the file still names
+the step it was running; that is how the pool's owner learns which step died with it (parallel.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from rivers.results import LogEntry, OutputResult, StepError, StepResult
 from rivers.runtime import run_step
 from rivers.spec import StepSpec, call_from_spec
 
-_marker_dir: str | None = None
+STATUS_WIDTH = 64  # bytes of a status file: a token, space-padded (tokens are shorter)
+_status_fd: int | None = None
 
 
-def initialize(key: bytes, marker_dir: str, log_level: int) -> None:
+def initialize(key: bytes, status_dir: str, log_level: int) -> None:
     """The loky initializer of every pool process."""
-    global _marker_dir
+    global _status_fd
     signing.use_key(key)
-    _marker_dir = marker_dir
+    _status_fd = os.open(os.path.join(status_dir, str(os.getpid())), os.O_RDWR | os.O_CREAT, 0o600)
     for name in ("rivers.assets", "rivers.tasks"):  # context.log records must reach the step's capture
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(log_level)
@@ -37,17 +38,17 @@ def initialize(key: bytes, marker_dir: str, log_level: int) -> None:
 
 def run_spec(spec_json: str, token: str) -> tuple[str, bytes | None]:
     """Run one step: (StepResult JSON, the pickled exception of a failure or None)."""
-    marker = os.path.join(_marker_dir, token) if _marker_dir else None
-    if marker is not None:
-        with open(marker, "w") as fh:
-            fh.write(str(os.getpid()))
+    _set_status(token)
     try:
         result = _run(StepSpec.model_validate_json(spec_json))
         return result.model_dump_json(), _pickled_exception(result.exception)
     finally:
-        if marker is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(marker)
+        _set_status("")
+
+
+def _set_status(token: str) -> None:
+    if _status_fd is not None:  # one pwrite: a reader sees the old or the new token, never a mix
+        os.pwrite(_status_fd, token.encode()[:STATUS_WIDTH].ljust(STATUS_WIDTH), 0)
 
 
 def _run(spec: StepSpec) -> StepResult:
