@@ -235,7 +235,7 @@ class Worker:
         request.call = _Call(step_spec.run_id, step_spec.step_key, step_spec.attempt,
                              [_Slot(out.name) for out in step_spec.outputs])
         assert self.pool is not None
-        self.pool._submit(cast(Any, request), job.spec_json)
+        self.pool.submit_spec(cast(Any, request), job.spec_json)
 
     def _report_failure(self, job_id: str, step_spec: spec.StepSpec | None, exc: BaseException) -> None:
         if step_spec is None:
