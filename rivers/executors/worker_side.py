@@ -47,7 +47,7 @@ def run_spec(spec_json: str, token: str) -> tuple[str, bytes | None]:
 
 
 def _set_status(token: str) -> None:
-    if _status_fd is not None:  # one pwrite: a reader sees the old or the new token, never a mix
+    if _status_fd is not None:  # one small pwrite; a torn read could only fail to name a step (resubmitted)
         os.pwrite(_status_fd, token.encode()[:STATUS_WIDTH].ljust(STATUS_WIDTH), 0)
 
 
