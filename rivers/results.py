@@ -89,3 +89,14 @@ class RunResult:
     materialized_assets: list[str] = field(default_factory=list)
     failed_assets: list[tuple[str, str]] = field(default_factory=list)
     step_results: dict[str, StepResult] = field(default_factory=dict, repr=False)
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised in another process."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"\n\"\"\"\n{self.text}\"\"\""

@@ -17,6 +17,18 @@ from tests.redis_server import RedisServer, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def clean_rivers_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts without the caller's RIVERS_* settings (log level, Redis URL, secret)."""
+    from rivers import logs
+
+    for name in [n for n in os.environ if n.startswith("RIVERS_")]:
+        monkeypatch.delenv(name)
+    logs.reset()
+    yield
+    logs.reset()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the session (no persistence); tests that restart Redis start their own."""

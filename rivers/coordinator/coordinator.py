@@ -39,7 +39,7 @@ from rivers.logs import get_logger
 from rivers.plan import Plan, Step
 from rivers.queues.base import StepQueue, StepRequest
 from rivers.resolve import ResolvedNode
-from rivers.results import OutputResult, RunResult, StepError, StepResult
+from rivers.results import OutputResult, RemoteTraceback, RunResult, StepError, StepResult
 from rivers.runtime import StepCall, fan_out_keys, fire_hooks, run_step, run_step_async
 
 RunListener = Callable[[str, Step, StepResult | None], None]  # (event, step, result)
@@ -392,14 +392,3 @@ def failure_exception(result: StepResult) -> BaseException:
         exc = ExecutionError(error.summary())
     exc.__cause__ = RemoteTraceback(error.traceback)
     return exc
-
-
-class RemoteTraceback(Exception):
-    """Carries the traceback text of an exception raised in another process."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return f"\n\"\"\"\n{self.text}\"\"\""

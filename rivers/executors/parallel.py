@@ -37,13 +37,12 @@ from loky import ProcessPoolExecutor
 from loky.process_executor import BrokenProcessPool
 
 from rivers import signing
-from rivers.coordinator.coordinator import RemoteTraceback
 from rivers.definitions.executors import Parallel
 from rivers.exceptions import SpecError, WorkerLost
 from rivers.executors.worker_side import failed_result, initialize, run_spec
 from rivers.logs import log_level
 from rivers.queues.base import StepRequest
-from rivers.results import StepResult
+from rivers.results import RemoteTraceback, StepResult
 from rivers.runtime import StepCall, run_step_async
 from rivers.spec import spec_from_call
 
