@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,20 +12,31 @@ import rivers as rs
 from tests.pipelines import graph_pipeline as gp
 
 
+STORE: dict[str, Path] = {}  # the current test's directory, for the handler of parallel runs
+
+
 def make_repo(assets: list[rs.Asset], executor: rs.Executor, **kwargs: object) -> rs.CodeRepository:
+    """Under the parallel executor values are pickled to files, so that steps really leave the process."""
+    kwargs.setdefault("resources", {"counters": gp.Counters(directory=str(STORE["dir"] / "counters"))})
+    if isinstance(executor, rs.Executor.Parallel):
+        kwargs.setdefault("default_io_handler", rs.PickleIOHandler(LocalStore(str(STORE["dir"] / "values"), mkdir=True)))
     return rs.CodeRepository(assets, default_executor=executor, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["in_process"])
+@pytest.fixture(autouse=True)
+def store(tmp_path: Path) -> Path:
+    STORE["dir"] = tmp_path
+    return tmp_path
+
+
+@pytest.fixture(params=["in_process", "parallel"])
 def executor(request: pytest.FixtureRequest) -> rs.Executor:
     return rs.Executor.in_process() if request.param == "in_process" else rs.Executor.parallel(2)
 
 
 @pytest.fixture
-def counters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "counters"
-    monkeypatch.setenv("RIVERS_TEST_COUNTER_DIR", str(directory))
-    return directory
+def counters(tmp_path: Path) -> Path:
+    return tmp_path / "counters"
 
 
 def test_graph_value_internal_nodes_and_downstream(executor: rs.Executor) -> None:
@@ -250,3 +262,18 @@ def test_upstream_asset_can_be_mapped(executor: rs.Executor) -> None:
     repo = make_repo([items, squares], rs.Executor.in_process())
     assert repo.materialize().success
     assert repo.load_node("squares") == 14
+
+
+def test_node_executor_override_is_seen_in_worker_pids(tmp_path: Path) -> None:
+    repo = make_repo([gp.internals_in_pool, gp.internals_in_one_worker], rs.Executor.in_process(),
+                     default_io_handler=rs.PickleIOHandler(LocalStore(str(tmp_path / "values"), mkdir=True)))
+    result = repo.materialize()
+    assert result.success
+    in_pool = repo.load_node("internals_in_pool")
+    assert os.getpid() not in in_pool
+    one_worker = repo.load_node("internals_in_one_worker")
+    assert len(set(one_worker)) == 1 and os.getpid() not in one_worker
+    # the graph was one step: its tasks never came back to the coordinator in between
+    assert "internals_in_one_worker" in result.step_results
+    assert "internals_in_one_worker/pid_of" not in result.step_results
+    assert "internals_in_one_worker/pid_of" in result.materialized_assets

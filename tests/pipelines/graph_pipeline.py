@@ -8,14 +8,14 @@ from pathlib import Path
 import rivers as rs
 
 
-def counter_dir() -> Path:
-    """Where instances record that they are running (set by the test, read in every worker)."""
-    return Path(os.environ.get("RIVERS_TEST_COUNTER_DIR", "/tmp/rivers-test-counters"))
+class Counters(rs.Resource):
+    """Where instances record that they are running; a resource, so that pool processes get it too."""
+
+    directory: str = "/tmp/rivers-test-counters"
 
 
-def _enter(name: str) -> None:
+def _enter(directory: Path, name: str) -> None:
     """Record one more instance in flight (a file per running instance) and the peak seen so far."""
-    directory = counter_dir()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"running-{name}").touch()
     running = len(list(directory.glob("running-*")))
@@ -25,8 +25,8 @@ def _enter(name: str) -> None:
         peak_file.write_text(str(running))
 
 
-def _leave(name: str) -> None:
-    (counter_dir() / f"running-{name}").unlink()
+def _leave(directory: Path, name: str) -> None:
+    (directory / f"running-{name}").unlink()
 
 
 @rs.Task
@@ -65,13 +65,14 @@ def numbers(count: int) -> list[int]:
 
 
 @rs.Task
-def square(x: int) -> int:
-    _enter(f"square-{x}-{os.getpid()}")
+def square(x: int, counters: Counters) -> int:
+    directory, name = Path(counters.directory), f"square-{x}-{os.getpid()}"
+    _enter(directory, name)
     try:
         # a little work, so that instances overlap when they can
         return sum(i * 0 for i in range(20_000)) + x * x
     finally:
-        _leave(f"square-{x}-{os.getpid()}")
+        _leave(directory, name)
 
 
 @rs.Task
@@ -149,3 +150,18 @@ def failing_fan() -> int:
 @rs.Asset
 def after_failing_fan(failing_fan: int) -> int:
     return failing_fan
+
+
+@rs.Asset.from_graph(metadata={"rivers/node/executor": "parallel"})
+def internals_in_pool() -> list[int]:
+    return as_list(numbers(2).map(pid_of).collect())
+
+
+@rs.Task
+def pids_with(previous: int) -> list[int]:
+    return [previous, os.getpid()]
+
+
+@rs.Asset.from_graph(metadata={"rivers/executor": "parallel", "rivers/node/executor": "in_process"})
+def internals_in_one_worker() -> list[int]:
+    return pids_with(pid_of(numbers(1)))
