@@ -11,7 +11,6 @@ from obstore.store import LocalStore
 import rivers as rs
 from tests.pipelines import graph_pipeline as gp
 
-
 STORE: dict[str, Path] = {}  # the current test's directory, for the handler of parallel runs
 
 
@@ -19,7 +18,8 @@ def make_repo(assets: list[rs.Asset], executor: rs.Executor, **kwargs: object) -
     """Under the parallel executor values are pickled to files, so that steps really leave the process."""
     kwargs.setdefault("resources", {"counters": gp.Counters(directory=str(STORE["dir"] / "counters"))})
     if isinstance(executor, rs.Executor.Parallel):
-        kwargs.setdefault("default_io_handler", rs.PickleIOHandler(LocalStore(str(STORE["dir"] / "values"), mkdir=True)))
+        store = LocalStore(str(STORE["dir"] / "values"), mkdir=True)
+        kwargs.setdefault("default_io_handler", rs.PickleIOHandler(store))
     return rs.CodeRepository(assets, default_executor=executor, **kwargs)  # type: ignore[arg-type]
 
 
