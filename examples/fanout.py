@@ -1,7 +1,7 @@
 """Graph assets and fan-out: word statistics over a handful of documents.
 
     documents ──> word_stats (graph) ──────────────────────────────────> summary
-                    split_into_chunks ─map─> count_words ×N ─collect─> merge_counts
+                    split_into_chunks ─map─> count_words xN ─collect─> merge_counts
 
 `word_stats` is one asset made of tasks: its internal steps are `word_stats/split_into_chunks`,
 one `word_stats/count_words__<key>` per chunk (keys come from `DynamicOutput`), the collect step
