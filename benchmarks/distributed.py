@@ -119,7 +119,8 @@ def rq_throughput(url: str, steps: int) -> float:
     client = redis.Redis.from_url(url)
     queue = Queue("bare", connection=client)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    worker = subprocess.Popen(["rq", "worker", "--worker-class", "rq.SimpleWorker", "--url", url, "-q", "bare"],
+    rq_cli = str(Path(sys.executable).parent / "rq")  # the rq of this environment, not whatever is on PATH
+    worker = subprocess.Popen([rq_cli, "worker", "--worker-class", "rq.SimpleWorker", "--url", url, "-q", "bare"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         registry = FinishedJobRegistry(queue=queue)

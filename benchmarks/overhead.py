@@ -2,6 +2,9 @@
 
     python benchmarks/overhead.py [--executors in_process,parallel] [--sizes 100,1000] [--repeats 5]
 
+The in-process figures are measured here; `parallel` runs benchmarks/parallel.py (per-step overhead of
+wide and layered DAGs in the loky pool, and the speed-up of 2 workers over 1 on 50 ms steps).
+
 Shapes: `chain` (a0 -> a1 -> ...), `wide` (one root, every other asset depends on it) and `diamond`
 (layers of DIAMOND_WIDTH assets, each depending on two of the layer above). Each asset returns a constant,
 so what is measured is rivers itself. Resolution is done before the clock starts (`repo.validate()`);
@@ -17,7 +20,6 @@ import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -122,26 +124,21 @@ def measure(executor: rs.Executor, shape: str, n: int, repeats: int, level: str 
 
 # -- executors -------------------------------------------------------------------------------
 def executors(names: list[str]) -> Iterator[tuple[rs.Executor, Callable[[], rs.BaseIOHandler | None], str]]:
-    """(executor, io handler factory, note) per requested name; unavailable ones yield a note only."""
+    """(executor, io handler factory, note) per requested name measured here (in_process)."""
     for name in names:
         if name == "in_process":
             yield rs.Executor.in_process(), lambda: None, ""
-        elif name == "parallel":
-            try:
-                import rivers.executors.parallel  # noqa: F401
-            except ImportError as exc:
-                print(f"note: parallel executor skipped, not importable ({exc})")
-                continue
-            # A process-local handler would pull every step back into this process (API.md §9.2).
-            yield rs.Executor.parallel(), _pickle_handler, "values pickled to a temp dir"
-        else:
+        elif name != "parallel":
             raise SystemExit(f"unknown executor {name!r}; choose from in_process, parallel")
 
 
-def _pickle_handler() -> rs.BaseIOHandler:
-    from obstore.store import LocalStore
+def run_parallel_benchmark(repeats: int, sizes: list[int]) -> None:
+    """The parallel executor's figures: its assets must be importable by the pool, so they live in a module."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import parallel
 
-    return rs.PickleIOHandler(LocalStore(tempfile.mkdtemp(prefix="rivers-bench-"), mkdir=True))
+    with log_level("WARNING"):
+        parallel.main(["--repeats", str(repeats), "--sizes", ",".join(map(str, sizes))])
 
 
 # -- reporting -------------------------------------------------------------------------------
@@ -156,7 +153,7 @@ def print_table(rows: list[Measurement]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--executors", default="in_process", help="comma-separated: in_process,parallel")
+    parser.add_argument("--executors", default="in_process,parallel", help="comma-separated: in_process,parallel")
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--sizes", default="100,1000")
     parser.add_argument("--repeats", type=int, default=5)
@@ -180,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         slowest = max(m.median_ms_per_step for m in worst)
         verdict = "meets" if slowest < TARGET_MS else "misses"
         print(f"\nin-process, 1000 steps: worst median {slowest:.4f} ms/step ({verdict} the {TARGET_MS} ms target)")
+    if "parallel" in args.executors.split(","):
+        print("\n-- parallel executor (benchmarks/parallel.py) --")
+        run_parallel_benchmark(args.repeats, sizes)
     return 0
 
 
