@@ -109,6 +109,11 @@ class Coordinator:
         for key, step in list(self.plan.steps.items()):
             result = self.seed.get(key)
             if result is not None and self.state.status[key] == "pending":
+                if step.fan_out_source is not None:  # its instances are what the collect step reads
+                    instances = self._instances(step)
+                    self.state.add_instances(step, instances)
+                    for instance in instances:
+                        self._seed_instance(instance)
                 self.state.start(step)
                 self.state.finish(result)
         return [step for key, step in self.plan.steps.items()
@@ -187,32 +192,47 @@ class Coordinator:
     def _expand(self, mapped: Step) -> None:
         """A mapped step never runs: it becomes one instance step per item of its source."""
         self.state.start(mapped)
-        source = mapped.fan_out_source
-        assert source is not None
         try:
-            keys = self.state.fan_out_keys.get(source)
-            if keys is None:  # the source was not produced in this run: read it through its handler
-                item_param = next(p for p in mapped.node.params if p.kind == "item")
-                assert item_param.handler is not None
-                value = item_param.handler.load_input(InputContext(source, mapped.key, item_param.metadata))
-                keys = fan_out_keys(source, value)
+            instances = self._instances(mapped)
         except Exception as exc:  # noqa: BLE001 - the mapped step fails, its downstream is skipped
             self._settle(_failed_result(self.run_id, mapped, exc))
             return
-        instances = [
-            dataclasses.replace(mapped, key=f"{mapped.key}__{key}", outputs=(f"{mapped.key}__{key}",),
-                                needs=frozenset(), instance_of=mapped.key, index=index)
-            for index, key in enumerate(keys)
-        ]
         self.state.add_instances(mapped, instances)
         limit = getattr(mapped.node.definition, "max_concurrency", None)
         if limit is not None:
             self.throttles[mapped.key] = _Throttle(limit)
         self.log.info("step.fanned_out", step_key=mapped.key, instances=len(instances))
-        if not instances:
+        to_run = [step for step in instances if not self._seed_instance(step)]
+        if not to_run:  # no items, or a resumed run that had finished them all
             self._settle(self.state.mapped_result(mapped.key).model_copy(update={"run_id": self.run_id}))
             return
-        self._dispatch_all(instances)
+        self._dispatch_all(to_run)
+
+    def _instances(self, mapped: Step) -> list[Step]:
+        """One step per item of the mapped step's source, keyed by DynamicOutput keys or positions."""
+        source = mapped.fan_out_source
+        assert source is not None
+        keys = self.state.fan_out_keys.get(source)
+        if keys is None:  # the source was not produced in this run: read it through its handler
+            item_param = next(p for p in mapped.node.params if p.kind == "item")
+            assert item_param.handler is not None
+            value = item_param.handler.load_input(InputContext(source, mapped.key, item_param.metadata))
+            keys = fan_out_keys(source, value)
+        return [
+            dataclasses.replace(mapped, key=f"{mapped.key}__{key}", outputs=(f"{mapped.key}__{key}",),
+                                needs=frozenset(), instance_of=mapped.key, index=index)
+            for index, key in enumerate(keys)
+        ]
+
+    def _seed_instance(self, step: Step) -> bool:
+        """Record a stored final result of an instance (a resumed run); False when it still has to run."""
+        stored = self.seed.get(step.key)
+        if stored is None:
+            return False
+        self.state.start(step)
+        self.state.finish(stored)
+        self.state.instance_finished(step)
+        return True
 
     def _throttle_admits(self, step: Step) -> bool:
         throttle = self.throttles.get(step.instance_of or "")
