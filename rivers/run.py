@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,8 +16,9 @@ from rivers.exceptions import ConfigurationError
 from rivers.executors import queues_for
 from rivers.launch import parse_launch
 from rivers.plan import build_plan
+from rivers.queues.base import StepQueue
 from rivers.resolve import ResolvedGraph
-from rivers.results import RunResult
+from rivers.results import RunResult, StepResult
 
 if TYPE_CHECKING:
     from rivers.definitions.repository import CodeRepository
@@ -35,9 +36,16 @@ def listening(listener: RunListener) -> Iterator[None]:
         _listeners.remove(listener)
 
 
-def _broadcast(event: str, step: Any, result: Any) -> None:
-    for listener in list(_listeners):
-        listener(event, step, result)
+def _listener_of(listeners: list[RunListener]) -> RunListener | None:
+    """One listener that tells every listener of the run (the CLI's progress, the daemon's recorder)."""
+    if not listeners:
+        return None
+
+    def tell_all(event: str, step: Any, result: Any) -> None:
+        for listener in listeners:
+            listener(event, step, result)
+
+    return tell_all
 
 
 @dataclass
@@ -63,15 +71,32 @@ def run_resources(repository: CodeRepository, overrides: dict[str, dict[str, Any
     return resources
 
 
-def execute_run(repository: CodeRepository, graph: ResolvedGraph, request: RunRequest) -> RunResult:
+def execute_run(
+    repository: CodeRepository,
+    graph: ResolvedGraph,
+    request: RunRequest,
+    *,
+    seed: Mapping[str, StepResult] | None = None,
+    listener: RunListener | None = None,
+    on_queues: Callable[[dict[str, StepQueue]], None] | None = None,
+) -> RunResult:
+    """Plan the request, coordinate it, raise its first failure if asked.
+
+    `seed` (a resumed run's stored final results), `listener` (step events) and `on_queues` (sees the
+    queues before the first step is dispatched) are what rivers-coordinator adds; a user's run has none.
+    """
     launch = parse_launch(request.config)
     executor = launch.executor or request.executor or Executor.parallel()
     explicit = launch.executor is not None or request.executor_explicit
     plan = build_plan(graph, request.outputs, executor, explicit)
+    queues = queues_for(plan, executor)
+    if on_queues is not None:
+        on_queues(queues)
     coordinator = Coordinator(
-        run_id=request.run_id, plan=plan, queues=queues_for(plan, executor),
+        run_id=request.run_id, plan=plan, queues=queues,
         resources=run_resources(repository, launch.resources), step_config=launch.steps, retry=request.retry,
-        listener=_broadcast if _listeners else None,
+        listener=_listener_of([*_listeners, *([listener] if listener is not None else [])]),
+        seed=seed,
     )
     result = coordinator.execute()
     if request.raise_on_error and not result.success:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -25,6 +25,9 @@ from rivers.io.base import BaseIOHandler, InputContext
 from rivers.io.memory import InMemoryIOHandler
 from rivers.resolve import ResolvedGraph, Resolver, resolve_retry
 from rivers.results import RunResult
+
+if TYPE_CHECKING:
+    from rivers.run import RunRequest
 
 
 class CodeRepository:
@@ -168,18 +171,15 @@ class CodeRepository:
         retry: RetryPolicy | str | None = None,
     ) -> RunResult:
         """Run the selection (everything by default) and return its RunResult."""
-        from rivers.run import RunRequest, execute_run
+        from rivers.run import execute_run
 
-        graph = self._resolve()
         if resume:
             raise NotImplementedError("materialize(resume=True) needs a run store; it is not supported yet")
-        outputs = self._selected_outputs(graph, selection, include_upstream)
-        request = RunRequest(
-            outputs=outputs, executor=self.default_executor, executor_explicit=self.default_executor is not None,
-            tags=tags, config=config, raise_on_error=raise_on_error, run_id=run_id_override or str(uuid.uuid4()),
-            retry=resolve_retry(retry, self._retries, "materialize(retry=)") or self._default_retry_policy,
+        request = self._run_request(
+            selection=selection, include_upstream=include_upstream, tags=tags, config=config,
+            raise_on_error=raise_on_error, run_id=run_id_override or str(uuid.uuid4()), retry=retry,
         )
-        return execute_run(self, graph, request)
+        return execute_run(self, self._resolve(), request)
 
     def submit(
         self,
@@ -213,17 +213,43 @@ class CodeRepository:
     def _execute_job(
         self, job: Job, *, tags: Any, config: dict[str, Any] | None, raise_on_error: bool
     ) -> RunResult:
-        from rivers.run import RunRequest, execute_run
+        from rivers.run import execute_run
+
+        request = self._run_request(job=job, tags=tags, config=config, raise_on_error=raise_on_error,
+                                    run_id=str(uuid.uuid4()))
+        return execute_run(self, self._resolve(), request)
+
+    def _run_request(
+        self,
+        *,
+        run_id: str,
+        selection: list[str] | str | None = None,
+        include_upstream: bool = False,
+        job: Job | None = None,
+        tags: Any = None,
+        config: dict[str, Any] | None = None,
+        raise_on_error: bool = True,
+        retry: RetryPolicy | str | None = None,
+    ) -> RunRequest:
+        """What to run, on which executor, with which retry policy: for a job or for a selection."""
+        from rivers.run import RunRequest
 
         graph = self._resolve()
-        executor = job.executor or self.default_executor
-        request = RunRequest(
-            outputs=self._job_outputs(graph, job), executor=executor, executor_explicit=executor is not None,
-            tags=tags, config=config, raise_on_error=raise_on_error, run_id=str(uuid.uuid4()),
-            retry=resolve_retry(job.retry, self._retries, f"job '{job.name}'") or self._default_retry_policy,
-            job_name=job.name,
+        if job is not None:
+            outputs = self._job_outputs(graph, job)
+            executor = job.executor or self.default_executor
+            retry = retry or job.retry
+            owner = f"job '{job.name}'"
+        else:
+            outputs = self._selected_outputs(graph, selection, include_upstream)
+            executor = self.default_executor
+            owner = "materialize(retry=)"
+        return RunRequest(
+            outputs=outputs, executor=executor, executor_explicit=executor is not None, tags=tags, config=config,
+            raise_on_error=raise_on_error, run_id=run_id,
+            retry=resolve_retry(retry, self._retries, owner) or self._default_retry_policy,
+            job_name=job.name if job is not None else None,
         )
-        return execute_run(self, graph, request)
 
     def _selected_outputs(
         self, graph: ResolvedGraph, selection: list[str] | str | None, include_upstream: bool

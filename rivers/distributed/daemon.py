@@ -20,20 +20,15 @@ import uuid
 from typing import Any
 
 from rivers import defaults
-from rivers.coordinator.coordinator import Coordinator
-from rivers.definitions.executors import Executor
 from rivers.definitions.repository import CodeRepository
 from rivers.distributed.connection import check_reachable, connect
 from rivers.distributed.runs import SubmittedRun
 from rivers.exceptions import ExecutionError
-from rivers.executors import queues_for
-from rivers.launch import parse_launch
 from rivers.logs import get_logger
-from rivers.plan import Step, build_plan
+from rivers.plan import Step
 from rivers.queues import keys
-from rivers.resolve import resolve_retry
 from rivers.results import RunResult, StepResult
-from rivers.run import run_resources
+from rivers.run import execute_run
 
 
 class CoordinatorDaemon:
@@ -150,35 +145,30 @@ class CoordinatorDaemon:
                                                         "updated_at": time.time()})
         self.log.info("run.started", run_id=run_id, resumed=resumed, steps_done=len(seed))
         repo = self.repo
-        graph = repo._resolve()
-        if request.job:
-            job = repo.get_job(request.job)
-            outputs = repo._job_outputs(graph, job)
-            executor = job.executor or repo.default_executor
-        else:
-            outputs = repo._selected_outputs(graph, request.selection, request.include_upstream)
-            executor = repo.default_executor
-        launch = parse_launch(request.config)
-        executor = launch.executor or executor or Executor.parallel()
-        plan = build_plan(graph, outputs, executor, launch.executor is not None or executor is not None)
-        queues = queues_for(plan, executor)
-        self._queues[run_id] = list(queues.values())
-        if resumed:
+        run_request = repo._run_request(
+            run_id=run_id, selection=request.selection, include_upstream=request.include_upstream,
+            job=repo.get_job(request.job) if request.job else None, tags=request.tags, config=request.config,
+            raise_on_error=False, retry=request.retry,
+        )
+
+        def adopt(queues: dict[str, Any]) -> None:
+            """Cancel reaches these queues; a resumed run first adopts the jobs its dead owner had queued."""
+            self._queues[run_id] = list(queues.values())
+            if not resumed:
+                return
             jobs = {k.decode(): v.decode() for k, v in self.client.hgetall(keys.run_jobs_key(run_id)).items()}
             for queue in queues.values():
                 hub = getattr(queue, "hub", None)
                 if hub is not None:
                     hub.expect(run_id, {k: v for k, v in jobs.items() if k not in seed})
-        retry = resolve_retry(request.retry, repo._retries, "submit(retry=)") or repo._default_retry_policy
-        coordinator = Coordinator(
-            run_id=run_id, plan=plan, queues=queues, resources=run_resources(repo, launch.resources),
-            step_config=launch.steps, retry=retry,
-            listener=self._recorder(run_id), seed=seed,
-        )
-        return coordinator.execute()
+
+        return execute_run(repo, repo._resolve(), run_request, seed=seed, listener=self._recorder(run_id),
+                           on_queues=adopt)
 
     def _recorder(self, run_id: str) -> Any:
         def record(event: str, step: Step, result: StepResult | None) -> None:
+            if event == "planned":
+                return
             pipe = self.client.pipeline(transaction=False)
             entry: dict[str, Any] = {"event": event, "step": step.key, "time": time.time()}
             if result is not None:

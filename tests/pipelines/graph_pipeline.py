@@ -15,14 +15,14 @@ class Counters(rs.Resource):
 
 
 def _enter(directory: Path, name: str) -> None:
-    """Record one more instance in flight (a file per running instance) and the peak seen so far."""
+    """Record one more instance in flight (a file per running instance) and how many were in flight.
+
+    Each count seen is a file of its own (`seen-N`), so that processes never read a half-written file.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"running-{name}").touch()
     running = len(list(directory.glob("running-*")))
-    peak_file = directory / "peak"
-    peak = int(peak_file.read_text()) if peak_file.exists() else 0
-    if running > peak:
-        peak_file.write_text(str(running))
+    (directory / f"seen-{running}").touch()
 
 
 def _leave(directory: Path, name: str) -> None:
