@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rivers.plan import Plan, Step
-from rivers.results import OutputResult, StepResult
+from rivers.results import OutputResult, StepResult, StepStatus
 from rivers.runtime import SKIPPED_REASON
 
 SKIPPED_MESSAGE = f"ExecutionError: {SKIPPED_REASON}"
@@ -84,7 +84,7 @@ class RunState:
             first = failed[0].error
             message = f"fan-out instance '{failed[0].step_key}' failed: {first.message}"
             error = first.model_copy(update={"message": message})
-        status = "failed" if failed else "succeeded"
+        status: StepStatus = "failed" if failed else "succeeded"
         outputs = [OutputResult(name=out, status=status, error=error) for out in step.outputs]
         result = StepResult(run_id=failed[0].run_id if failed else "", step_key=mapped, attempt=1,
                             status="failed" if failed else "succeeded", outputs=outputs, error=error)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, TypeAlias
 
 from rivers.exceptions import ConfigurationError
 
@@ -28,11 +28,11 @@ class Executor:
     Kubernetes: ClassVar[type[Kubernetes]]
 
     @staticmethod
-    def in_process() -> InProcess:
+    def in_process() -> _InProcess:
         return InProcess()
 
     @staticmethod
-    def parallel(max_workers: int | None = None, max_async_concurrent: int | None = None) -> Parallel:
+    def parallel(max_workers: int | None = None, max_async_concurrent: int | None = None) -> _Parallel:
         if max_workers is not None and max_workers < 1:
             raise ConfigurationError(f"max_workers must be at least 1, got {max_workers}")
         if max_async_concurrent is not None and max_async_concurrent < 1:
@@ -48,7 +48,7 @@ class Executor:
         service_account: str = "rivers-executor",
         worker_cpu: str = "500m",
         worker_memory: str = "512Mi",
-    ) -> Kubernetes:
+    ) -> _Kubernetes:
         return Kubernetes(
             worker_image, max_concurrent_steps, namespace, service_account, worker_cpu, worker_memory
         )
@@ -85,6 +85,10 @@ class Kubernetes(Executor):
 Executor.InProcess = InProcess
 Executor.Parallel = Parallel
 Executor.Kubernetes = Kubernetes
+# Inside Executor's body these names mean its class attributes; the factories' annotations use these.
+_InProcess: TypeAlias = InProcess
+_Parallel: TypeAlias = Parallel
+_Kubernetes: TypeAlias = Kubernetes
 
 
 def executor_from_key(key: str) -> Executor:

@@ -145,6 +145,7 @@ class GraphRecorder:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         name = self._unique(f"{self.graph_name}/{task.name}")
+        assert task.fn is not None
         params = _wirable_params(task.fn)
         if not params:
             raise TypeError(f"Task '{task.name}' takes no parameter to receive the mapped items")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,11 +32,11 @@ class MetadataValue:
         return MetadataValue("json", value)
 
     @staticmethod
-    def bool(value: bool) -> MetadataValue:
+    def bool(value: builtins.bool) -> MetadataValue:
         return MetadataValue("bool", bool(value))
 
     @staticmethod
-    def timestamp(value: float | dt.datetime) -> MetadataValue:
+    def timestamp(value: builtins.float | dt.datetime) -> MetadataValue:
         if isinstance(value, dt.datetime):
             value = value.timestamp()
         return MetadataValue("timestamp", float(value))

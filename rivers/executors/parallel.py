@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import os
 import pickle
@@ -119,7 +120,7 @@ class ProcessPool:
                     self._jobs.pop(job.token, None)
                     self._retired.add(generation)
                 continue
-            job.future.add_done_callback(lambda future, job=job: self._done(job, future))
+            job.future.add_done_callback(functools.partial(self._done, job))
             return
         request.report(_failed(request.call, WorkerLost("the process pool could not be started"), infrastructure=True))
 

@@ -23,7 +23,7 @@ class PickleIOHandler(BaseIOHandler):
     def __init__(self, store: Any = None, prefix: str = "", **kwargs: Any) -> None:
         if store is None:
             store = kwargs.pop("store", None)
-        super().__init__(store=store, prefix=prefix, **kwargs)
+        super().__init__(store=store, prefix=prefix, **kwargs)  # type: ignore[call-arg]  # pydantic fields
 
     @field_validator("store", mode="before")
     @classmethod

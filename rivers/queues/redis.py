@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from rivers import defaults
 from rivers.distributed.connection import check_reachable, connect
@@ -98,7 +98,7 @@ class RedisHub:
             return None
         if self.client.exists(keys.job_key(job_id)):
             return job_id  # queued or running: its lease is watched like any other
-        reported = self.client.lrange(keys.results_key(request.call.run_id), 0, -1)
+        reported = cast(list[bytes], self.client.lrange(keys.results_key(request.call.run_id), 0, -1))
         return job_id if any(m.split(b" ", 1)[0] == job_id.encode() for m in reported) else None
 
     def _send_loop(self) -> None:
@@ -162,11 +162,11 @@ class RedisHub:
             self._has_runs.set()  # keep listening while runs wait
             watched = [wake, *(keys.results_key(run) for run in runs)]
             try:
-                popped = client.blpop(watched, timeout=defaults.WORKER_BLOCK_S)
+                popped = cast(tuple[bytes, bytes] | None, client.blpop(watched, timeout=defaults.WORKER_BLOCK_S))
                 if popped is None or popped[0].decode() == wake:
                     continue
                 self.deliver(popped[1])
-                more = client.lpop(popped[0], DRAIN_BATCH)
+                more = cast(list[bytes] | None, client.lpop(popped[0], DRAIN_BATCH))
                 for message in more or ():
                     self.deliver(message)
             except Exception as exc:  # noqa: BLE001 - Redis down past the retries: keep trying, slower
