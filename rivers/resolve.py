@@ -152,8 +152,11 @@ class Resolver:
         named_retries: dict[str, RetryPolicy],
     ) -> None:
         self.graphs = {d.name: d for d in definitions if isinstance(d, GraphAsset)}
+        # a task used inside a graph may also be listed in tasks=; it then adds no standalone step
+        in_graphs = {id(n.task) for g in self.graphs.values() for n in g.nodes if isinstance(n, GraphTaskNode)}
         self.definitions = [
-            node for d in definitions for node in (d.nodes if isinstance(d, GraphAsset) else [d])
+            node for d in definitions if id(d) not in in_graphs
+            for node in (d.nodes if isinstance(d, GraphAsset) else [d])
         ]
         self.resources = resources
         self.default_handler = default_handler
@@ -162,6 +165,11 @@ class Resolver:
 
     def resolve(self) -> ResolvedGraph:
         producer = self._index_outputs()
+        for graph in self.graphs.values():  # its tasks read only the first of these keys that is set
+            for key in (NODE_EXECUTOR_METADATA, EXECUTOR_METADATA):
+                value = graph.metadata.get(key)
+                if value is not None and value not in EXECUTOR_KEYS:
+                    raise ConfigurationError(f"Unknown executor in rivers/executor metadata: '{value}'")
         for key in self.resources:
             if key in producer:
                 warnings.warn(f"Resource key '{key}' shadows an asset", stacklevel=4)
@@ -243,7 +251,7 @@ class Resolver:
         return outputs
 
     def _retry(self, definition: NodeDefinition) -> RetryPolicy | None:
-        return resolve_retry(definition.retry, self.named_retries, definition.name)
+        return resolve_retry(definition.retry, self.named_retries, f"'{definition.name}'")
 
     def _resolve_node(self, definition: NodeDefinition, producer: dict[str, str]) -> ResolvedNode:
         name = definition.name
@@ -334,7 +342,10 @@ def resolve_retry(
     if retry is None or isinstance(retry, RetryPolicy):
         return retry
     if retry not in named:
-        raise ConfigurationError(f"Unknown retry policy '{retry}' of '{owner}'")
+        known = ", ".join(repr(name) for name in named) or "none"
+        raise ConfigurationError(
+            f"Unknown retry policy '{retry}' of {owner}; CodeRepository(retries=...) has: {known}"
+        )
     return named[retry]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from rivers.definitions.policies import RetryPolicy
 from rivers.exceptions import ConfigurationError
 from rivers.executors import queues_for
 from rivers.launch import parse_launch
-from rivers.plan import build_plan
+from rivers.plan import Plan, build_plan
 from rivers.queues.base import StepQueue
 from rivers.resolve import ResolvedGraph
 from rivers.results import RunResult, StepResult
@@ -71,6 +72,20 @@ def run_resources(repository: CodeRepository, overrides: dict[str, dict[str, Any
     return resources
 
 
+def warn_unused_compute(plan: Plan) -> None:
+    """`rs.Compute` sizes pods; a step that runs elsewhere gets a warning, not an error (API.md §7)."""
+    ignored = [
+        key for key, step in plan.steps.items() if step.executor != "kubernetes" and (
+            getattr(step.node.definition, "compute", None) is not None
+            or getattr(getattr(step.node.definition, "graph", None), "compute", None) is not None)
+    ]
+    if ignored:
+        warnings.warn(
+            f"compute= only applies under the Kubernetes executor; ignored for {', '.join(map(repr, ignored))}",
+            UserWarning, stacklevel=4,
+        )
+
+
 def execute_run(
     repository: CodeRepository,
     graph: ResolvedGraph,
@@ -89,6 +104,7 @@ def execute_run(
     executor = launch.executor or request.executor or Executor.parallel()
     explicit = launch.executor is not None or request.executor_explicit
     plan = build_plan(graph, request.outputs, executor, explicit)
+    warn_unused_compute(plan)
     queues = queues_for(plan, executor)
     if on_queues is not None:
         on_queues(queues)

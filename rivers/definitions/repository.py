@@ -45,12 +45,7 @@ class CodeRepository:
         default_io_handler: BaseIOHandler | None = None,
     ) -> None:
         self._resources: dict[str, BaseModel] = {k: coerce_resource(k, v) for k, v in (resources or {}).items()}
-        self._definitions: list[NodeDefinition] = [*assets, *(tasks or [])]
-        for item in self._definitions:
-            if not isinstance(item, NodeDefinition):
-                raise GraphValidationError(
-                    f"CodeRepository takes Asset, Task and BashTask definitions, got {type(item).__name__}"
-                )
+        self._definitions: list[NodeDefinition] = [*assets, *(tasks or [])]  # checked at resolution
         self._jobs = list(jobs or [])
         self.default_executor = default_executor
         self._retries = dict(retries or {})
@@ -65,6 +60,11 @@ class CodeRepository:
     def _resolve(self) -> ResolvedGraph:
         with self._lock:
             if self._graph is None:
+                for item in self._definitions:  # lazily, like everything but resources (API.md §3)
+                    if not isinstance(item, NodeDefinition):
+                        raise GraphValidationError(
+                            f"CodeRepository takes Asset, Task and BashTask definitions, got {type(item).__name__}"
+                        )
                 if self._default_io_handler is not None and not isinstance(self._default_io_handler, BaseIOHandler):
                     raise ConfigurationError(
                         f"default_io_handler must be a BaseIOHandler, got {type(self._default_io_handler).__name__}"
