@@ -30,3 +30,13 @@ def describe_context(context) -> str:  # type: ignore[no-untyped-def]
 @rs.Asset.from_graph()
 def graph_context():  # type: ignore[no-untyped-def]
     return describe_context()
+
+
+@rs.Asset
+def where_free() -> int:
+    return os.getpid()
+
+
+@rs.Asset(metadata={"rivers/executor": "parallel"})
+def where_pinned_parallel() -> int:
+    return os.getpid()

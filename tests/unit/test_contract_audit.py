@@ -42,6 +42,36 @@ def test_unknown_graph_executor_metadata_is_rejected_at_resolution() -> None:
         repo.validate()
 
 
+def test_run_config_execution_overrides_job_and_default_but_not_node_metadata(tmp_path: Path) -> None:
+    handler = rs.PickleIOHandler(LocalStore(str(tmp_path), mkdir=True))
+    nodes = [cap.where_free, cap.where_pinned_parallel]
+    repo = rs.CodeRepository(nodes, default_io_handler=handler, default_executor=rs.Executor.parallel(1),
+                             jobs=[rs.Job("j", nodes, executor=rs.Executor.parallel(1))])
+
+    def pids() -> dict[str, bool]:
+        return {name: repo.load_node(name) == os.getpid() for name in ("where_free", "where_pinned_parallel")}
+
+    repo.get_job("j").execute(config={"execution": {"executor": "in_process"}})
+    assert pids() == {"where_free": True, "where_pinned_parallel": False}
+    repo.materialize(config={"execution": {"executor": "in_process"}})
+    assert pids() == {"where_free": True, "where_pinned_parallel": False}
+    repo.materialize()
+    assert pids() == {"where_free": False, "where_pinned_parallel": False}
+
+
+def test_moved_steps_warning_only_when_another_executor_was_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    @rs.Asset
+    def kept_here() -> int:  # the default InMemoryIOHandler keeps it in the coordinator's process
+        return 1
+
+    capsys.readouterr()
+    rs.CodeRepository([kept_here]).materialize()  # nobody asked for parallel: the default is silent
+    assert "steps.moved_to_coordinator" not in capsys.readouterr().err
+    rs.CodeRepository([kept_here]).materialize(config={"execution": {"executor": "parallel", "max_workers": 1}})
+    err = capsys.readouterr().err
+    assert err.count("steps.moved_to_coordinator") == 1 and "kept_here" in err
+
+
 # -- §2 Definitions ---------------------------------------------------------------------------
 def test_tasks_used_in_a_graph_and_listed_in_tasks_add_no_standalone_step() -> None:
     calls: list[str] = []
