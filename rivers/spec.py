@@ -330,7 +330,7 @@ def load_code(code: Code, step: str, allowed: Callable[[Any], bool], expected: s
                 found = cloudpickle.loads(data)
         except BadSignature as exc:
             raise SpecError(f"step '{step}': {exc}") from exc
-        except Exception as exc:  # import errors of user modules are of any type
+        except (Exception, SystemExit) as exc:  # import errors of user modules are of any type, even exits
             raise SpecError(f"step '{step}': cannot load its code: {type(exc).__name__}: {exc}") from exc
         _code_cache[code] = found
     if not allowed(found):  # checked on every use: one object may be fine as a config type, not as a handler

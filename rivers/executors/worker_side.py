@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import cloudpickle
 
 from rivers import signing
-from rivers.exceptions import SpecError
+from rivers.exceptions import ExecutionError, SpecError
 from rivers.results import LogEntry, OutputResult, StepError, StepResult
 from rivers.runtime import run_step
 from rivers.spec import StepSpec, call_from_spec
@@ -58,6 +58,10 @@ def _run(spec: StepSpec) -> StepResult:
             result = run_step(call_from_spec(spec))
         except SpecError as exc:
             result = failed_result(spec.run_id, spec.step_key, spec.attempt, [o.name for o in spec.outputs], exc)
+        except SystemExit as exc:  # the user's code asked to exit: that ends the step, not the pool process
+            stopped = ExecutionError(f"'{spec.step_key}' called sys.exit({exc.code!r}) in a worker process")
+            result = failed_result(spec.run_id, spec.step_key, spec.attempt, [o.name for o in spec.outputs],
+                                   stopped)
     now = time.time()
     for stream, level, text in (("stdout", "INFO", stdout.getvalue()), ("stderr", "WARNING", stderr.getvalue())):
         result.logs.extend(LogEntry(logger=stream, level=level, message=line, created=now)
@@ -84,5 +88,5 @@ def _pickled_exception(exc: BaseException | None) -> bytes | None:
         return None
     try:
         return cloudpickle.dumps(exc)
-    except Exception:  # noqa: BLE001 - the coordinator rebuilds the type from the StepError instead
+    except (Exception, SystemExit):  # noqa: BLE001 - the coordinator rebuilds the type from the StepError instead
         return None

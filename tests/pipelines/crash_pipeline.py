@@ -1,0 +1,112 @@
+"""Pipelines for the crash matrix (tests/faults/test_crash_matrix.py): a step that dies WHERE x HOW.
+
+Pool processes outlive a test, so nothing here reads environment variables set by a test: what
+to do travels in the `Crash` resource and in the `CrashingHandler`'s fields, both rebuilt in the
+worker from JSON. Only the victim step ever dies; `sibling` (its parallel peer) and `independent`
+(another branch) must succeed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import rivers as rs
+from rivers.io.base import InputContext, OutputContext
+
+VICTIM = "victim"
+
+
+def die(how: str, what: str) -> None:
+    """Stop the current step in one of the four ways a process can end it."""
+    if how == "raise":
+        raise ValueError(f"{what} failed")
+    if how == "exit":
+        sys.exit(3)
+    if how == "os_exit":
+        os._exit(3)
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError(f"unknown way to die: {how!r}")
+
+
+class Crash(rs.Resource):
+    """Where and how the victim dies ("" = it does not)."""
+
+    where: str = ""
+    how: str = ""
+
+    def at(self, where: str) -> None:
+        if self.where == where:
+            die(self.how, where)
+
+
+class CrashingHandler(rs.PickleIOHandler):
+    """A pickle handler that dies when it loads the victim's input or writes the victim's output."""
+
+    crash_where: str = ""
+    crash_how: str = ""
+
+    def load_input(self, context: InputContext) -> Any:
+        if self.crash_where == "input" and context.downstream_asset == VICTIM:
+            die(self.crash_how, "load_input")
+        return super().load_input(context)
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        if self.crash_where == "output" and context.asset_name == VICTIM:
+            die(self.crash_how, "handle_output")
+        super().handle_output(context, obj)
+
+
+class ReportError(Exception):
+    """Raised by the victim when it dies "at report": sending the error back is what fails.
+
+    With how="raise" its constructor signature breaks unpickling (in the coordinator); otherwise
+    pickling it (in the worker, after the step ran) exits or kills the worker.
+    """
+
+    def __init__(self, how: str, detail: str) -> None:
+        super().__init__(f"report test ({how})")  # args == (message,): cls(*args) cannot rebuild it
+        self.how = how
+        self.detail = detail
+
+    def __reduce__(self) -> Any:
+        if self.how != "raise":
+            die(self.how, "report")
+        return super().__reduce__()
+
+
+@rs.Asset
+def upstream() -> int:
+    return 1
+
+
+@rs.Asset(retry=rs.RetryPolicy(max_retries=0))
+def victim(upstream: int, crash: Crash) -> int:
+    crash.at("function")
+    if crash.where == "report":
+        raise ReportError(crash.how, "sent back")
+    return upstream + 1
+
+
+@rs.Asset
+def after_victim(victim: int) -> int:
+    return victim
+
+
+@rs.Asset
+def sibling(upstream: int) -> int:
+    return upstream + 10
+
+
+@rs.Asset
+def independent() -> str:
+    return "still here"
+
+
+def marker_path(coordinator_pid: int) -> Path:
+    """The file that makes tests.pipelines.crash_unimportable die on import in that process's pool."""
+    return Path("/tmp") / f"rivers-crash-import-{coordinator_pid}"
