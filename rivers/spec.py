@@ -289,7 +289,7 @@ def call_from_spec(spec: StepSpec) -> StepCall:
             value = load_code(p.value_pickled, step, lambda _: True, "a constant")
         params.append(Param(p.name, p.kind, p.source, hint, handler, dict(p.metadata), value, p.iterate))
     outputs = [OutputSlot(o.name, handlers[o.handler], dict(o.metadata), True, o.fan_out) for o in spec.outputs]
-    resources = {key: rebuild(obj, step, BaseModel, "a pydantic model", setup=True)
+    resources = {key: rebuild(obj, step, BaseModel, "a pydantic model", setup=True, key=key)
                  for key, obj in spec.resources.items()}
     context_type = config_type = None
     if spec.context_type is not None:
@@ -339,8 +339,13 @@ def load_code(code: Code, step: str, allowed: Callable[[Any], bool], expected: s
     return found
 
 
-def rebuild(obj: ObjectSpec, step: str, base: type[BaseModel], expected: str, setup: bool = False) -> Any:
-    """The object an ObjectSpec describes, cached per (class, configuration) in this process."""
+def rebuild(
+    obj: ObjectSpec, step: str, base: type[BaseModel], expected: str, setup: bool = False, key: str = ""
+) -> Any:
+    """The object an ObjectSpec describes, cached per (class, configuration) in this process.
+
+    With `setup`, a resource (injected as `key`) is set up the first time it is rebuilt here.
+    """
     with _lock:
         found = _object_cache.get(obj)
     if found is not None:
@@ -356,7 +361,12 @@ def rebuild(obj: ObjectSpec, step: str, base: type[BaseModel], expected: str, se
         if obj in _object_cache:  # another thread rebuilt it meanwhile
             return _object_cache[obj]
         if setup:
-            setup_resource(found)
+            try:
+                setup_resource(found)
+            except Exception as exc:  # the user's setup(): name the step and the resource
+                raise SpecError(
+                    f"step '{step}': resource '{key}' ({cls.__name__}) failed in setup(): {type(exc).__name__}: {exc}"
+                ) from exc
             if not _set_up:
                 atexit.register(teardown_rebuilt)
             _set_up.append(found)

@@ -113,8 +113,15 @@ class CodeRepository:
         return outputs
 
     def _setup_resources(self) -> None:
-        for value in self._resources.values():
-            setup_resource(value)
+        for key, value in self._resources.items():
+            if any(value is done for done in self._set_up):  # an earlier resolution failed after it
+                continue
+            try:
+                setup_resource(value)
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"Resource '{key}' ({type(value).__name__}) failed in setup(): {type(exc).__name__}: {exc}"
+                ) from exc
             self._set_up.append(value)
 
     def validate(self) -> None:

@@ -57,5 +57,11 @@ class PickleIOHandler(BaseIOHandler):
 
     def load_input(self, context: InputContext) -> Any:
         path = self.path_for(context.asset_name)
-        data = obstore.get(self.store, path).bytes()
+        try:
+            data = obstore.get(self.store, path).bytes()
+        except FileNotFoundError as exc:  # obstore's message is a multi-line debug dump: say it in one line
+            reader = f"'{context.downstream_asset}' cannot load its input" if context.downstream_asset else \
+                "cannot load"
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise FileNotFoundError(f"{reader} '{context.asset_name}' (was it materialized?): {detail}") from exc
         return pickle.loads(bytes(data))

@@ -8,6 +8,7 @@ worker from JSON. Only the victim step ever dies; `sibling` (its parallel peer) 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -24,6 +25,8 @@ def die(how: str, what: str) -> None:
     """Stop the current step in one of the four ways a process can end it."""
     if how == "raise":
         raise ValueError(f"{what} failed")
+    if how == "import":
+        import rivers_not_installed_here  # noqa: F401 - a dependency the worker's environment lacks
     if how == "exit":
         sys.exit(3)
     if how == "os_exit":
@@ -110,3 +113,18 @@ def independent() -> str:
 def marker_path(coordinator_pid: int) -> Path:
     """The file that makes tests.pipelines.crash_unimportable die on import in that process's pool."""
     return Path("/tmp") / f"rivers-crash-import-{coordinator_pid}"
+
+
+class Database(rs.Resource):
+    """A resource whose setup() fails everywhere, or only in worker processes."""
+
+    fails_in: str = "everywhere"  # | "workers"
+
+    def setup(self) -> None:
+        if self.fails_in == "everywhere" or multiprocessing.current_process().name.startswith("LokyProcess"):
+            raise ConnectionError("database is down")
+
+
+@rs.Asset
+def needs_database(database: Database) -> int:
+    return 1
