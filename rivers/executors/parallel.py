@@ -39,7 +39,7 @@ from loky.process_executor import BrokenProcessPool
 
 from rivers import signing
 from rivers.definitions.executors import Parallel
-from rivers.exceptions import SpecError, WorkerLost
+from rivers.exceptions import ExecutionError, SpecError, WorkerLost
 from rivers.executors.worker_side import failed_result, initialize, run_spec
 from rivers.logs import log_level
 from rivers.queues.base import StepRequest
@@ -350,7 +350,10 @@ class AsyncRunner:
                 result = await run_step_async(request.call)
             except asyncio.CancelledError:
                 return
-            except Exception as exc:  # noqa: BLE001 - run_step_async reports user errors itself
+            except SystemExit as exc:  # raised on, it would end the loop's thread and strand every async step
+                stopped = ExecutionError(f"'{request.call.step_key}' called sys.exit({exc.code!r}) in an async step")
+                result = _failed(request.call, stopped)
+            except BaseException as exc:  # noqa: BLE001 - run_step_async reports user errors itself; see above
                 result = _failed(request.call, exc)
         request.report(result)
 

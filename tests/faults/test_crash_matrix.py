@@ -103,3 +103,27 @@ def test_a_step_dying_anywhere_fails_alone_with_a_clear_message(
     assert again.success, again.failed_assets  # the pool still works for the next run
     assert os.getpid() not in {r.pid for r in again.step_results.values()}
     assert set(parallel_queue(EXECUTOR).pool.worker_pids())
+
+
+@pytest.mark.timeout(30)  # before the fix the run hung
+@pytest.mark.parametrize("how, expected", [
+    ("raise", "ValueError: function failed"),
+    ("exit", "ExecutionError: 'async_victim' called sys.exit(3) in an async step"),
+    ("interrupt", "KeyboardInterrupt: "),
+])
+def test_an_async_step_that_exits_fails_alone_and_the_event_loop_keeps_serving(
+    how: str, expected: str, tmp_path: Path
+) -> None:
+    """Async steps run on one event loop thread: a SystemExit escaping there used to end it (the run hung)."""
+    def repo(crash: cp.Crash) -> rs.CodeRepository:
+        return rs.CodeRepository(
+            [cp.upstream, cp.async_victim, cp.independent], default_executor=EXECUTOR,
+            default_io_handler=cp.CrashingHandler(LocalStore(str(tmp_path))), resources={"crash": crash},
+        )
+
+    result = repo(cp.Crash(where="function", how=how)).materialize(raise_on_error=False)
+    assert result.failed_assets == [("async_victim", expected)]
+    assert result.step_results["independent"].status == "succeeded"
+    calm = repo(cp.Crash())
+    assert calm.materialize(raise_on_error=False).success  # the loop survived
+    assert calm.load_node("async_victim") == 2

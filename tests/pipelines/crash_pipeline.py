@@ -95,6 +95,15 @@ def victim(upstream: int, crash: Crash) -> int:
     return upstream + 1
 
 
+@rs.Asset(retry=rs.RetryPolicy(max_retries=0))
+async def async_victim(upstream: int, crash: Crash) -> int:
+    """Runs on the parallel executor's event loop, in the coordinator's process (or rivers-worker's)."""
+    if crash.how == "interrupt":
+        raise KeyboardInterrupt
+    crash.at("function")
+    return upstream + 1
+
+
 @rs.Asset
 def after_victim(victim: int) -> int:
     return victim
