@@ -79,6 +79,15 @@ def run_events_key(run_id: str) -> str:
     return f"rivers:run:{run_id}:events"
 
 
+def run_reports_key(run_id: str) -> str:
+    """Hash: job id -> the report a worker sent for it (written with the RPUSH on the results list).
+
+    Durable where the results list is consumed: a coordinator taking a run over adopts these reports
+    instead of running their steps again.
+    """
+    return f"rivers:run:{run_id}:reports"
+
+
 def run_done_key(run_id: str) -> str:
     """Pushed once when the run ends, for `RunHandle.wait`."""
     return f"rivers:run:{run_id}:done"
