@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-INFRA_RETRIES = 2  # retries of a step whose worker died, for steps without a retry policy
+INFRA_RETRIES = 2  # retries of a step whose worker died or lost its lease, for steps without a retry policy
+MAX_INTERRUPTIONS = 20  # retries of a step stopped because another step's process died in the same pool
 LOG_FORMAT_ENV = "RIVERS_LOG_FORMAT"  # console | json
 LOG_LEVEL_ENV = "RIVERS_LOG_LEVEL"  # DEBUG | INFO | WARNING | ERROR
 REDIS_URL_ENV = "RIVERS_REDIS_URL"
@@ -24,4 +25,10 @@ WORKER_TTL_MS = 5000  # a worker that stopped heartbeating no longer counts as a
 WATCH_INTERVAL_S = 1.0  # coordinator: how often it checks the leases of in-flight steps
 PICKUP_TIMEOUT_S = float(os.environ.get("RIVERS_PICKUP_TIMEOUT_S", "60"))  # unclaimed, no consumer -> failed
 WORKER_BLOCK_S = 1.0  # worker: longest wait for a job before it looks at its signals again
-RESULT_TTL_S = 24 * 3600  # results list of a run, kept for a coordinator that takes the run over
+RESULT_TTL_S = 24 * 3600  # results list and reports of a run, kept for a coordinator that takes the run over
+FINISHED_JOB_TTL_S = 3600  # a job hash after its step reported (RQ's finished/failed registries show it meanwhile)
+MAX_PAYLOAD_BYTES = int(os.environ.get("RIVERS_MAX_PAYLOAD_BYTES", str(16 * 1024 * 1024)))  # a job, decompressed
+RQ_STARTED_TTL_S = 90  # a running job's expiry in RQ's started registry, pushed back by every heartbeat
+RQ_WORKER_TTL_S = 15  # a worker's hash in RQ's view; renewed by every heartbeat, so a dead worker leaves it soon
+FENCE_MARGIN_MS = 1000  # an attempt writes an output only while its lease has at least this long to live
+RUN_RETENTION_S = float(os.environ.get("RIVERS_RUN_RETENTION_S", "604800"))  # a submitted run's keys: 7 d after its end

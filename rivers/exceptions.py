@@ -47,6 +47,14 @@ class BadSignature(ExecutionError):
     """A pickled payload's HMAC did not verify; it is never unpickled."""
 
 
+class RefusedJob(ExecutionError):
+    """A job on a queue that a worker will not run: unsigned, mis-signed, too large or not a rivers step."""
+
+
+class StaleAttempt(ExecutionError):
+    """An attempt lost its lease (its worker paused or was cut off past it): it may not write outputs."""
+
+
 __all__ = [
     "AssetDefinitionError",
     "AssetNotFoundError",

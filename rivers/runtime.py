@@ -15,7 +15,7 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,8 @@ logger = logging.getLogger("rivers.runtime")
 
 SKIPPED_REASON = "Skipped: upstream dependency failed"
 
+Fence = Callable[[str], None]  # called with an output's name right before it is written; raises if the attempt is stale
+
 
 @dataclass(slots=True)
 class StepCall:
@@ -55,6 +57,7 @@ class StepCall:
     tags: list[str] = field(default_factory=list)
     retry: RetryPolicy | None = None  # the step's effective policy: a failure it retries fires no hook
     members: list[StepCall] = field(default_factory=list)  # a fused graph: its internal tasks, in order
+    fence: Fence | None = None  # a rivers-worker's lease check; None where no one else can take the step over
 
 
 class _LogCapture(logging.Handler):
@@ -171,6 +174,8 @@ class StepExecution:
             )
         keys = fan_out_keys(name, value) if slot.fan_out else None
         out_ctx = OutputContext(name, slot.metadata, hint, metadata, self.call.run_id)
+        if self.call.fence is not None:
+            self.call.fence(name)
         slot.handler.handle_output(out_ctx, value)
         self._succeeded(name, out_ctx.output_metadata, data_version or out_ctx.data_version, value)
         self.done[name].fan_out_keys = keys

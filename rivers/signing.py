@@ -32,6 +32,12 @@ def signing_key() -> bytes:
     return _process_key
 
 
+def deployment_key() -> bytes | None:
+    """`RIVERS_SECRET`, shared by every coordinator and worker of a deployment; None when unset (Redis trusted)."""
+    secret = os.environ.get(defaults.SECRET_ENV)
+    return secret.encode() if secret else None
+
+
 def use_key(key: bytes | None) -> None:
     """Adopt the key of the process that started this one (a pool worker's initializer)."""
     global _given_key

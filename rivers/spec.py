@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import importlib
 import inspect
+import json
 import sys
 import threading
 import typing
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
-from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, ValidationError
 from pydantic_core import to_json
 
 from rivers import signing
@@ -40,6 +41,7 @@ from rivers.exceptions import BadSignature, SpecError
 from rivers.io.base import BaseIOHandler
 from rivers.resolve import OutputSlot, Param, type_hints_of
 from rivers.runtime import StepCall
+from rivers.version import RIVERS_VERSION
 
 
 class Ref(BaseModel, frozen=True):
@@ -96,9 +98,14 @@ class RetrySpec(BaseModel):
     backoff: dict[str, Any] | None = None
 
 
+PROTOCOL = 2  # the StepSpec format; bumped whenever a spec of one rivers cannot be read by another
+
+
 class StepSpec(BaseModel):
     """One attempt of one step, as JSON. Type hints are recomputed from the imported function."""
 
+    protocol: int = PROTOCOL
+    rivers_version: str = RIVERS_VERSION
     run_id: str
     step_key: str
     attempt: int
@@ -114,6 +121,69 @@ class StepSpec(BaseModel):
     tags: list[str] = []
     retry: RetrySpec | None = None
     members: list[StepSpec] = []  # a fused graph: its internal tasks, in order
+    is_async: bool = False  # run on an event loop; a worker routes by it without importing the step
+
+
+class _OutputName(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+
+
+class SpecHeader(BaseModel):
+    """What a worker reads of a spec without importing anything: enough to name and report the step."""
+
+    model_config = ConfigDict(extra="ignore")
+    run_id: str = ""
+    step_key: str = ""
+    attempt: int = 0
+    outputs: list[_OutputName] = []
+    is_async: bool = False
+
+    @property
+    def output_names(self) -> list[str]:
+        return [out.name for out in self.outputs]
+
+
+class UnreadableSpec(SpecError):
+    """A spec this rivers cannot read; `header` is what could still be read of it (to report the step)."""
+
+    def __init__(self, message: str, header: SpecHeader) -> None:
+        super().__init__(message)
+        self.header = header
+
+
+def read_header(spec_json: str | bytes) -> SpecHeader:
+    """The identity of the step a spec describes, as far as it can be read (blank where it cannot)."""
+    try:
+        return SpecHeader.model_validate_json(spec_json)
+    except ValidationError:
+        return SpecHeader()
+
+
+def read_spec(spec_json: str | bytes) -> StepSpec:
+    """Parse a spec, or raise UnreadableSpec naming the field and both rivers versions."""
+    try:
+        data = json.loads(spec_json)
+    except ValueError as exc:
+        raise UnreadableSpec(f"a step spec is not JSON: {exc}", SpecHeader()) from None
+    if not isinstance(data, dict):
+        raise UnreadableSpec(f"a step spec is a JSON {type(data).__name__}, not an object", SpecHeader())
+    header = read_header(spec_json)
+    name = f"step '{header.step_key}'" if header.step_key else "a step"
+    theirs = f"rivers {data.get('rivers_version', 'unknown')}, spec protocol {data.get('protocol', 'unknown')}"
+    ours = f"rivers {RIVERS_VERSION}, spec protocol {PROTOCOL}"
+    if data.get("protocol") != PROTOCOL:
+        raise UnreadableSpec(
+            f"{name} was sent by {theirs}, and this worker runs {ours}: run the same rivers version on "
+            "coordinators and workers", header)
+    try:
+        return StepSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(the whole spec)"
+        raise UnreadableSpec(
+            f"{name}: cannot read field '{field}' of its spec ({first['msg']}); the spec was sent by {theirs}, "
+            f"this worker runs {ours}", header) from None
 
 
 # -- building a spec (the coordinator's side) ----------------------------------------------------
@@ -154,6 +224,7 @@ def spec_from_call(call: StepCall, executor: str) -> StepSpec:
         config=call.config, tags=list(call.tags),
         retry=retry_spec(call.retry, step) if call.retry is not None else None,
         members=[spec_from_call(member, executor) for member in call.members],
+        is_async=call.definition.is_async and not call.members,
     )
 
 

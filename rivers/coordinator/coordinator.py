@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import heapq
-import importlib
 import queue
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -39,7 +39,7 @@ from rivers.logs import get_logger
 from rivers.plan import Plan, Step
 from rivers.queues.base import StepQueue, StepRequest
 from rivers.resolve import ResolvedNode
-from rivers.results import OutputResult, RemoteTraceback, RunResult, StepError, StepResult
+from rivers.results import RemoteTraceback, RunResult, StepError, StepResult
 from rivers.runtime import StepCall, fan_out_keys, fire_hooks, run_step, run_step_async
 
 RunListener = Callable[[str, Step, StepResult | None], None]  # (event, step, result)
@@ -72,6 +72,7 @@ class Coordinator:
         self.timers: list[tuple[float, int, Step]] = []
         self.in_flight = 0
         self.throttles: dict[str, _Throttle] = {}
+        self.interruptions: dict[str, int] = {}  # step key -> attempts stopped by another step's dying process
         self.log = get_logger().bind(run_id=run_id)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.seed = dict(seed or {})  # final results of a resumed run: those steps do not run again
@@ -195,7 +196,7 @@ class Coordinator:
         try:
             instances = self._instances(mapped)
         except Exception as exc:  # noqa: BLE001 - the mapped step fails, its downstream is skipped
-            self._settle(_failed_result(self.run_id, mapped, exc))
+            self._settle(StepResult.failed(self.run_id, mapped.key, 1, mapped.outputs, exc))
             return
         self.state.add_instances(mapped, instances)
         limit = getattr(mapped.node.definition, "max_concurrency", None)
@@ -314,7 +315,8 @@ class Coordinator:
         step = self.plan.steps[result.step_key]
         if result.status == "failed" and step.fan_out_source is None and self._should_retry(step, result):
             policy = step.node.retry or self.retry
-            delay = policy.delay(result.attempt) if policy else 0.0
+            interrupted = result.error is not None and result.error.interrupted
+            delay = policy.delay(result.attempt) if policy and not interrupted else 0.0
             self.log.warning("step.retrying", step_key=step.key, executor=step.executor, attempt=result.attempt,
                              delay_s=delay, error=result.error.summary() if result.error else None)
             heapq.heappush(self.timers, (time.monotonic() + delay, id(result), step))
@@ -339,11 +341,21 @@ class Coordinator:
         self._dispatch_all(ready)
 
     def _should_retry(self, step: Step, result: StepResult) -> bool:
+        """The step's policy decides (without one: INFRA_RETRIES for a dead worker or a lost lease, else none).
+
+        An attempt stopped because another step's process died beside it is not the step's failure: it runs again.
+        """
         policy = step.node.retry or self.retry
         error = result.error
+        if error is not None and error.interrupted:  # another step's crash stopped it: not one of its attempts
+            stopped = self.interruptions[step.key] = self.interruptions.get(step.key, 0) + 1
+            if stopped <= defaults.MAX_INTERRUPTIONS:
+                return True
         if policy is None:
-            return error is not None and error.infrastructure and result.attempt <= defaults.INFRA_RETRIES
-        if result.attempt > policy.max_retries:
+            lost = error is not None and error.infrastructure
+            counted = result.attempt - self.interruptions.get(step.key, 0)
+            return lost and counted <= defaults.INFRA_RETRIES
+        if result.attempt - self.interruptions.get(step.key, 0) > policy.max_retries:
             return False
         return policy.retries(exception_type(result))
 
@@ -374,13 +386,6 @@ class _Throttle:
     waiting: deque[Step] = dataclasses.field(default_factory=deque)
 
 
-def _failed_result(run_id: str, step: Step, exc: BaseException) -> StepResult:
-    error = StepError.from_exception(exc)
-    outputs = [OutputResult(name=out, status="failed", error=error) for out in step.outputs]
-    return StepResult(run_id=run_id, step_key=step.key, attempt=1, status="failed", outputs=outputs,
-                      error=error).with_exception(exc)
-
-
 def exception_type(result: StepResult) -> type[BaseException] | None:
     if result.exception is not None:
         return type(result.exception)
@@ -390,11 +395,12 @@ def exception_type(result: StepResult) -> type[BaseException] | None:
 
 
 def _import_exception_class(error: StepError) -> type[BaseException] | None:
+    """The exception class a report names, if its module is already imported here: a report never imports."""
+    found: Any = sys.modules.get(error.module)
     try:
-        found: Any = importlib.import_module(error.module)
         for part in error.type.split("."):
             found = getattr(found, part)
-    except (ImportError, AttributeError):
+    except AttributeError:
         return None
     return found if isinstance(found, type) and issubclass(found, BaseException) else None
 

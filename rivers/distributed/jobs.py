@@ -1,65 +1,99 @@
-"""A rivers step as an RQ job: what goes into the job, what comes back, and the job function itself.
+"""A rivers step as an RQ job, and the report that comes back: the bytes that cross Redis. Pure functions.
 
-The job's data is RQ's JSON form of `(STEP_JOB_FUNCTION, None, [spec_json, reply_to], {})`. A worker
-reports `"<job id> <StepResult JSON>"` on the `reply_to` list. Pure functions, no Redis calls, except
-`run_step_job`, which lets a plain `rq worker --serializer json rivers:parallel` run steps too.
+Job hash `rq:job:<id>` holds RQ's fields, so RQ's tools can show it, with `data` = zlib of the JSON
+`["rivers.distributed.jobs.run_step_job", null, [spec_json, reply_to], {}]`, plus `rivers_signature`:
+the HMAC-SHA256 of `<job id>\\n<data>` under RIVERS_SECRET when it is set. A worker checks it over the
+exact bytes it claimed before it decompresses, parses or imports anything.
+
+A report, pushed on the run's results list and kept in its reports hash, is `<job id> <signature> <StepResult
+JSON>`; the signature (HMAC of `<job id> <JSON>`, or `-` without a secret) is checked before the JSON is parsed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import zlib
 from dataclasses import dataclass
 
-from rivers.exceptions import SpecError
+from rivers import defaults
+from rivers.exceptions import RefusedJob
 from rivers.queues import keys
-from rivers.results import StepResult
+from rivers.queues.rq_view import rq_time
+
+NO_SIGNATURE = "-"
 
 
 @dataclass(frozen=True, slots=True)
 class StepJob:
-    """A claimed job: its id, the step's spec (JSON) and where its result goes."""
+    """A claimed job: its id, the step's spec (JSON) and where its report goes."""
 
     job_id: str
     spec_json: str
     reply_to: str
 
 
-def job_args(spec_json: str, reply_to: str) -> list[str]:
-    return [spec_json, reply_to]
+def _mac(key: bytes, *parts: bytes) -> str:
+    return hmac.new(key, b"".join(parts), hashlib.sha256).hexdigest()
 
 
-def decode_job(job_id: str, compressed: bytes) -> StepJob:
-    """A claimed job's data, refused (SpecError) unless it is a rivers step job."""
+def job_fields(job_id: str, spec_json: str, reply_to: str, queue: str, description: str,
+               key: bytes | None) -> dict[str, str | bytes]:
+    """The fields of a new job's hash."""
+    data = zlib.compress(json.dumps([keys.STEP_JOB_FUNCTION, None, [spec_json, reply_to], {}]).encode())
+    now = rq_time()
+    fields: dict[str, str | bytes] = {
+        keys.JOB_DATA: data, keys.JOB_STATUS: keys.QUEUED, keys.JOB_ORIGIN: queue, keys.JOB_DESCRIPTION: description,
+        keys.JOB_CREATED_AT: now, keys.JOB_ENQUEUED_AT: now, keys.JOB_TIMEOUT: "-1", keys.JOB_RESULT_TTL: "0",
+    }
+    if key is not None:
+        fields[keys.JOB_SIGNATURE] = _mac(key, job_id.encode(), b"\n", data)
+    return fields
+
+
+def decode_job(job_id: str, data: bytes, signature: bytes | None, key: bytes | None) -> StepJob:
+    """A claimed job's step, or RefusedJob: checked signature first, then a bounded decompression."""
+    if key is not None:
+        if signature is None:
+            raise RefusedJob(f"job {job_id} is not signed and RIVERS_SECRET is set: refusing it")
+        if not hmac.compare_digest(_mac(key, job_id.encode(), b"\n", data), signature.decode(errors="replace")):
+            raise RefusedJob(f"job {job_id} has a signature that does not verify under RIVERS_SECRET: refusing it")
     try:
-        func_name, _instance, args, _kwargs = json.loads(zlib.decompress(compressed))
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(data, defaults.MAX_PAYLOAD_BYTES + 1)
+        if len(raw) > defaults.MAX_PAYLOAD_BYTES or inflater.unconsumed_tail:
+            raise RefusedJob(f"job {job_id} is larger than {defaults.MAX_PAYLOAD_BYTES} bytes once decompressed "
+                             "(RIVERS_MAX_PAYLOAD_BYTES): refusing it")
+        func_name, _instance, args, _kwargs = json.loads(raw)
     except (zlib.error, ValueError, TypeError) as exc:
-        raise SpecError(f"job {job_id} is not a JSON RQ job: {exc}") from None
+        raise RefusedJob(f"job {job_id} is not a JSON RQ job: {exc}") from None
     if func_name != keys.STEP_JOB_FUNCTION:
-        raise SpecError(f"job {job_id} calls {func_name!r}, not a rivers step; refusing to run it")
+        raise RefusedJob(f"job {job_id} calls {func_name!r}, not a rivers step: refusing it")
     if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, str) for a in args)):
-        raise SpecError(f"job {job_id} has malformed step arguments")
+        raise RefusedJob(f"job {job_id} has malformed step arguments")
+    if not (args[1].startswith(keys.RESULTS_PREFIX) and args[1].endswith(":results")):
+        raise RefusedJob(f"job {job_id} asks for its report on {args[1]!r}, not a rivers results list")
     return StepJob(job_id, args[0], args[1])
 
 
-def encode_reply(job_id: str, result: StepResult) -> str:
-    return f"{job_id} {result.model_dump_json()}"
+def encode_report(job_id: str, result_json: str, key: bytes | None) -> str:
+    signature = _mac(key, job_id.encode(), b" ", result_json.encode()) if key is not None else NO_SIGNATURE
+    return f"{job_id} {signature} {result_json}"
 
 
-def decode_reply(message: bytes | str) -> tuple[str, StepResult]:
+def decode_report(message: bytes | str, key: bytes | None) -> tuple[str, str]:
+    """(job id, StepResult JSON) of a report; ValueError if it is malformed or, with a key, not signed by it."""
     text = message.decode() if isinstance(message, bytes) else message
-    job_id, _, result_json = text.partition(" ")
-    return job_id, StepResult.model_validate_json(result_json)
+    job_id, signature, result_json = [*text.split(" ", 2), "", ""][:3]
+    if not job_id or not result_json:
+        raise ValueError("not a rivers report")
+    if key is not None and not hmac.compare_digest(
+            _mac(key, job_id.encode(), b" ", result_json.encode()), signature):
+        raise ValueError(f"the report for job {job_id} is not signed with RIVERS_SECRET")
+    return job_id, result_json
 
 
-def run_step_job(spec_json: str, reply_to: str) -> str:
-    """The job function: run the step here and push its result (used by a plain RQ worker)."""
-    from rq import get_current_job
-
-    from rivers.executors.worker_side import run_spec
-
-    job = get_current_job()
-    assert job is not None
-    result_json, _ = run_spec(spec_json, job.id)
-    job.connection.rpush(reply_to, f"{job.id} {result_json}")
-    return "reported"
+def run_step_job(spec_json: str, reply_to: str) -> None:
+    """The job function named in every rivers job; steps run in `rivers-worker`, never in a plain RQ worker."""
+    raise RuntimeError("rivers steps run in `rivers-worker --executor <name>`, not in a plain `rq worker`")

@@ -1,13 +1,19 @@
-"""rivers-worker: consume one step queue with a warm loky pool (sync steps) and an event loop (async steps).
+"""rivers-worker: claim steps from one queue, hand their spec JSON to a warm loky pool, forward the reports.
 
-    BLMPOP rq:queue:rivers:<executor> (up to the free slots) ──> claim script: lease (PX), job "started"
-        ──> decode: a rivers step job, else refused ──> sync: loky pool of N processes (parallel.ProcessPool)
-                                                        async: event-loop thread (parallel.AsyncRunner)
-        ──> reporter thread: MULTI { RPUSH reply_to "<job> <StepResult>", DEL lease, DEL job }
-    heartbeat thread: every HEARTBEAT_S, renew the leases held and the worker's own key
+    BLMPOP rq:queue:rivers:<executor> (up to the free slots)
+        ──> CLAIM script: for each id whose job hash still exists: lease (PX, value = this worker), job started
+        ──> decode_job: signature (RIVERS_SECRET) over the exact bytes, bounded decompression, a rivers step?
+              refused ──> job failed in Redis, nothing run, nothing reported (its sender is unknown)
+        ──> read_spec: protocol and schema (pure data); unreadable ──> the step fails at once (SpecError)
+        ──> pool.submit(job id, spec JSON, reply)      (pool.py: user code runs only in pool processes)
+    reporter thread: REPORT script per batch: for each report whose lease this worker still holds:
+        RPUSH the signed report, HSET it in the run's reports, DEL lease, job finished | failed
+        (a report whose lease is gone is stale: dropped, the coordinator has retried the step)
+    heartbeat thread: every HEARTBEAT_S renew each lease (PEXPIRE); a lease that is gone means the step was
+        taken away: its pool process is killed and its report will be dropped. Also the worker's own key.
     SIGTERM once: take nothing new, finish running steps, exit; twice: hand them back to the queue, exit
 
-The loop only takes, runs and reports; retries and failures are decided by the coordinator.
+The main process never imports user code: it moves bytes, and leaves every decision to the coordinator.
 """
 
 from __future__ import annotations
@@ -18,68 +24,95 @@ import queue
 import signal
 import socket
 import threading
+import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from rivers import defaults, spec
-from rivers.definitions.nodes import NodeDefinition
+from pydantic import BaseModel, ConfigDict
+
+from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
-from rivers.distributed.jobs import StepJob, decode_job, encode_reply
-from rivers.exceptions import SpecError
-from rivers.executors.parallel import AsyncRunner, ProcessPool
-from rivers.executors.worker_side import failed_result
+from rivers.distributed.fence import LeaseFence
+from rivers.distributed.jobs import StepJob, decode_job, encode_report
+from rivers.exceptions import RefusedJob
+from rivers.executors.pool import ProcessPool
 from rivers.logs import get_logger
-from rivers.queues import keys
-from rivers.results import StepResult
+from rivers.queues import keys, rq_view
+from rivers.results import StepError, StepResult
+from rivers.spec import UnreadableSpec, read_spec
 
 # Claim popped jobs atomically: a job whose hash is gone (cancelled, or failed by the coordinator) is skipped.
-CLAIM_SCRIPT = """
-local out = {}
+# ARGV: worker, lease ms, now (RQ time), now (epoch s), queue name, ids...
+CLAIM_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
+local out = {{}}
 for i = 6, #ARGV do
   local id = ARGV[i]
-  local job = ARGV[4] .. id
-  local data = redis.call('HGET', job, 'data')
-  if data then
-    redis.call('SET', ARGV[5] .. id, ARGV[1], 'PX', ARGV[2])
-    redis.call('HSET', job, 'status', 'started', 'worker_name', ARGV[1], 'started_at', ARGV[3])
+  local found = redis.call('HMGET', '{keys.RQ_JOB_PREFIX}' .. id, '{keys.JOB_DATA}', '{keys.JOB_SIGNATURE}')
+  if found[1] then
+    redis.call('SET', '{keys.LEASE_PREFIX}' .. id, ARGV[1], 'PX', ARGV[2])
+    rq_started(ARGV[5], id, ARGV[1], ARGV[4], ARGV[3], {defaults.RQ_STARTED_TTL_S})
     out[#out + 1] = id
-    out[#out + 1] = data
+    out[#out + 1] = found[1]
+    out[#out + 1] = found[2] or ''
   end
 end
 return out
 """
 
+# Report results, fenced: only an attempt whose lease this worker still holds is reported; the others are stale.
+# ARGV: worker, now (RQ time), now (epoch s), queue name, then per report: id, reply_to, reports key, message,
+# error, error for RQ's result stream (both '' for a step that succeeded).
+REPORT_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
+local stale = {{}}
+for i = 5, #ARGV, 6 do
+  local id, reply_to, reports, message, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local lease = '{keys.LEASE_PREFIX}' .. id
+  if redis.call('GET', lease) == ARGV[1] then
+    redis.call('RPUSH', reply_to, message)
+    redis.call('EXPIRE', reply_to, {defaults.RESULT_TTL_S})
+    redis.call('HSET', reports, id, message)
+    redis.call('EXPIRE', reports, {defaults.RESULT_TTL_S})
+    redis.call('DEL', lease)
+    if err == '' then
+      rq_finished(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S})
+    else
+      rq_failed(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S}, err, ARGV[i + 5])
+    end
+  else
+    stale[#stale + 1] = id
+  end
+end
+return stale
+"""
 
-@dataclass
-class _Slot:
-    name: str
+# A job this worker will not run (refused) or gives back (second SIGTERM). ARGV: worker, now (RQ time),
+# now (epoch s), queue name, reason ('' = hand back to the queue), reason for RQ's result stream, ids...
+RELEASE_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  redis.call('DEL', '{keys.LEASE_PREFIX}' .. id)
+  if ARGV[5] == '' then
+    rq_requeued(ARGV[4], id, ARGV[1])
+    redis.call('LPUSH', '{keys.RQ_QUEUE_PREFIX}' .. ARGV[4], id)
+  else
+    rq_failed(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S}, ARGV[5], ARGV[6])
+  end
+end
+"""
 
 
-@dataclass
-class _Call:
-    """What parallel.ProcessPool reads of a StepCall when it has to report a failure itself."""
+class _ResultHeader(BaseModel):
+    """What the worker reads of a report it forwards: the failure, for RQ's failed registry."""
 
-    run_id: str
-    step_key: str
-    attempt: int
-    outputs: list[_Slot]
+    model_config = ConfigDict(extra="ignore")
+    status: str = "failed"
+    error: StepError | None = None
 
-
-@dataclass
-class _Step:
-    key: str
-
-
-@dataclass
-class _Request:
-    """A StepRequest as the parallel executor's pool and event loop see it."""
-
-    step: _Step
-    call: Any
-    report: Any
-    live: bool = field(default=False)
+    def failure(self) -> str:
+        if self.status == "succeeded":
+            return ""
+        return self.error.summary() if self.error is not None else "failed"
 
 
 class Worker:
@@ -89,35 +122,40 @@ class Worker:
                  burst: bool = False) -> None:
         self.url = url
         self.executor = executor
+        self.queue = keys.queue_name(executor)
         self.concurrency = concurrency or len(os.sched_getaffinity(0))
         self.burst = burst
         self.name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.log = get_logger().bind(worker=self.name, executor=executor)
+        self.key = signing.deployment_key()
         self.client: Any = None
         self._claim: Any = None
+        self._report: Any = None
+        self._release: Any = None
         self._cond = threading.Condition()
         self._held: dict[str, StepJob] = {}  # job id -> job running here
-        self._reports: queue.SimpleQueue[tuple[str, StepResult] | None] = queue.SimpleQueue()
+        self._reports: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()  # (job id, result JSON)
         self._stopping = False  # first SIGTERM
         self._handing_back = False  # second SIGTERM
         self._done = threading.Event()
         self.pool: ProcessPool | None = None
-        self.async_steps: AsyncRunner | None = None
+        self.birth = datetime.now(UTC)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self) -> int:
         check_reachable(self.url)
         self.client = connect(self.url)
         self._claim = self.client.register_script(CLAIM_SCRIPT)
-        self.pool = ProcessPool(self.concurrency)
-        self.async_steps = AsyncRunner(None)
+        self._report = self.client.register_script(REPORT_SCRIPT)
+        self._release = self.client.register_script(RELEASE_SCRIPT)
+        self.pool = ProcessPool(self.concurrency, LeaseFence(self.url, self.name))
         self._install_signals()
         self._beat()  # registered as a consumer before the first job
         threads = [threading.Thread(target=self._heartbeat_loop, name="rivers-heartbeat", daemon=True),
                    threading.Thread(target=self._report_loop, name="rivers-reporter", daemon=True)]
         for thread in threads:
             thread.start()
-        self.log.info("worker.started", concurrency=self.concurrency, queue=keys.queue_name(self.executor))
+        self.log.info("worker.started", concurrency=self.concurrency, queue=self.queue)
         try:
             self._consume()
             self._drain()
@@ -153,11 +191,9 @@ class Worker:
                     return
                 continue
             ids = [job_id.decode() for job_id in popped[1]]
-            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            claimed = self._claim(args=[self.name, defaults.LEASE_MS, now, keys.RQ_JOB_PREFIX, keys.LEASE_PREFIX,
-                                        *ids])
-            for index in range(0, len(claimed), 2):
-                self._start(claimed[index].decode(), claimed[index + 1])
+            claimed = self._claim(args=[self.name, defaults.LEASE_MS, rq_view.rq_time(), time.time(), self.queue, *ids])
+            for index in range(0, len(claimed), 3):
+                self._start(claimed[index].decode(), claimed[index + 1], claimed[index + 2] or None)
 
     def _wait_for_slot(self) -> int:
         with self._cond:
@@ -179,12 +215,7 @@ class Worker:
         with self._cond:
             jobs, self._held = list(self._held), {}
         if jobs:
-            pipe = self.client.pipeline(transaction=True)
-            for job_id in reversed(jobs):
-                pipe.delete(keys.lease_key(job_id))
-                pipe.hset(keys.job_key(job_id), mapping={"status": "queued", "worker_name": ""})
-                pipe.lpush(keys.queue_key(self.executor), job_id)
-            pipe.execute()
+            self._release(args=[self.name, rq_view.rq_time(), time.time(), self.queue, "", "", *reversed(jobs)])
             self.log.warning("worker.handed_back", jobs=len(jobs))
         for pid in self.pool.worker_pids() if self.pool else []:
             with contextlib.suppress(ProcessLookupError):
@@ -197,61 +228,40 @@ class Worker:
             pipe = connect(self.url, retries=0).pipeline(transaction=False)
             pipe.delete(keys.worker_key(self.name))
             pipe.srem(keys.workers_key(self.executor), self.name)
+            rq_view.unregister_worker(pipe, self.name, [self.queue])
             pipe.execute()
-        if self.async_steps is not None:
-            self.async_steps.shutdown()
         if self.pool is not None and not self._handing_back:
             self.pool.shutdown()
         self.log.info("worker.stopped")
 
     # -- one job ------------------------------------------------------------------------------
-    def _start(self, job_id: str, data: bytes) -> None:
+    def _start(self, job_id: str, data: bytes, signature: bytes | None) -> None:
         try:
-            job = decode_job(job_id, data)
-        except SpecError as exc:  # not ours to run, and no one to tell: drop it
+            job = decode_job(job_id, data, signature, self.key)
+        except RefusedJob as exc:  # not ours to run, and its sender cannot be trusted with a report
             self.log.error("worker.refused_job", job_id=job_id, error=str(exc))
-            self.client.delete(keys.lease_key(job_id))
-            self.client.hset(keys.job_key(job_id), "status", "failed")
+            self._release(args=[self.name, rq_view.rq_time(), time.time(), self.queue, str(exc),
+                                rq_view.exc_string_field(str(exc)), job_id])
             return
         with self._cond:
             self._held[job_id] = job
         try:
-            step_spec = spec.StepSpec.model_validate_json(job.spec_json)
-        except ValueError as exc:
-            self._report_failure(job_id, None, SpecError(f"job {job_id}: unreadable step spec: {exc}"))
+            read_spec(job.spec_json)  # pure data: the protocol and schema, before a pool process is spent on it
+        except UnreadableSpec as exc:
+            header = exc.header
+            result = StepResult.failed(header.run_id, header.step_key, header.attempt, header.output_names, exc)
+            self.log.error("worker.unreadable_spec", job_id=job_id, error=str(exc))
+            self._reports.put((job_id, result.model_dump_json()))
             return
-        request = _Request(_Step(step_spec.step_key), None, lambda result: self._reports.put((job_id, result)))
-        try:
-            definition = spec.load_code(step_spec.definition, step_spec.step_key, _is_definition,
-                                        "a rivers Asset or Task")
-            if definition.is_async:
-                request.call = spec.call_from_spec(step_spec)
-                assert self.async_steps is not None
-                self.async_steps.submit(cast(Any, request))
-                return
-        except SpecError as exc:
-            self._report_failure(job_id, step_spec, exc)
-            return
-        request.call = _Call(step_spec.run_id, step_spec.step_key, step_spec.attempt,
-                             [_Slot(out.name) for out in step_spec.outputs])
         assert self.pool is not None
-        self.pool.submit_spec(cast(Any, request), job.spec_json)
+        self.pool.submit(job_id, job.spec_json, self._on_reply)
 
-    def _report_failure(self, job_id: str, step_spec: spec.StepSpec | None, exc: BaseException) -> None:
-        if step_spec is None:
-            self.log.error("worker.refused_job", job_id=job_id, error=str(exc))
-            with self._cond:
-                self._held.pop(job_id, None)
-                self._cond.notify_all()
-            self.client.delete(keys.lease_key(job_id))
-            return
-        result = failed_result(step_spec.run_id, step_spec.step_key, step_spec.attempt,
-                               [out.name for out in step_spec.outputs], exc)
-        self._reports.put((job_id, result))
+    def _on_reply(self, job_id: str, result_json: str, _exception: bytes | None) -> None:
+        self._reports.put((job_id, result_json))
 
     # -- reporting and heartbeats --------------------------------------------------------------
     def _report_loop(self) -> None:
-        """Send results in batches: one MULTI for every result that finished meanwhile."""
+        """Send reports in batches: one script call for every report that arrived meanwhile."""
         try:
             while True:
                 item = self._reports.get()
@@ -267,23 +277,28 @@ class Worker:
         finally:
             self._done.set()
 
-    def _send(self, batch: list[tuple[str, StepResult]]) -> None:
+    def _send(self, batch: list[tuple[str, str]]) -> None:
         with self._cond:
-            mine = [(job_id, result, self._held.pop(job_id)) for job_id, result in batch if job_id in self._held]
+            mine = [(job_id, result_json, self._held.pop(job_id)) for job_id, result_json in batch
+                    if job_id in self._held]
             self._cond.notify_all()
         if not mine:
             return
-        pipe = self.client.pipeline(transaction=True)
-        for job_id, result, job in mine:
-            pipe.rpush(job.reply_to, encode_reply(job_id, result))
-            pipe.delete(keys.lease_key(job_id), keys.job_key(job_id))
+        args: list[Any] = [self.name, rq_view.rq_time(), time.time(), self.queue]
+        for job_id, result_json, job in mine:
+            failure = _ResultHeader.model_validate_json(result_json).failure()
+            args += [job_id, job.reply_to, keys.reports_key_of(job.reply_to),
+                     encode_report(job_id, result_json, self.key), failure,
+                     rq_view.exc_string_field(failure) if failure else ""]
         try:
-            pipe.execute()
+            stale = self._report(args=args)
         except Exception as exc:  # noqa: BLE001 - Redis gone past the retries: the leases expire, steps re-run
             self.log.error("worker.report_failed", error=repr(exc), jobs=len(mine))
-        for _, result, _ in mine:
-            self.log.info("step.finished", run_id=result.run_id, step_key=result.step_key, status=result.status,
-                          attempt=result.attempt, duration_s=round(result.duration_s, 6))
+            return
+        for job_id in stale:
+            self.log.warning("worker.stale_report_dropped", job_id=job_id.decode(),
+                             reason="the attempt lost its lease; the coordinator has retried the step")
+        self.log.info("worker.reported", jobs=len(mine) - len(stale))
 
     def _heartbeat_loop(self) -> None:
         while not self._done.wait(defaults.HEARTBEAT_S):
@@ -298,11 +313,24 @@ class Worker:
         pipe = self.client.pipeline(transaction=False)
         pipe.set(keys.worker_key(self.name), self.executor, px=defaults.WORKER_TTL_MS)
         pipe.sadd(keys.workers_key(self.executor), self.name)
+        rq_view.register_worker(pipe, self.name, [self.queue], hostname=socket.gethostname(), pid=os.getpid(),
+                                ttl_s=defaults.RQ_WORKER_TTL_S, state="busy" if held else "idle", birth=self.birth)
+        rq_view.heartbeat_jobs(pipe, self.queue, self.name, held, ttl_s=defaults.RQ_STARTED_TTL_S)
         for job_id in held:
             pipe.pexpire(keys.lease_key(job_id), defaults.LEASE_MS)
-        pipe.execute()
+        replies = pipe.execute()
+        renewed = replies[len(replies) - len(held):]
+        for job_id, ok in zip(held, renewed, strict=True):
+            if not ok:
+                self._lost(job_id)
 
-
-def _is_definition(value: Any) -> bool:
-    return isinstance(value, NodeDefinition) and value.fn is not None
-
+    def _lost(self, job_id: str) -> None:
+        """The lease of a running step is gone: the coordinator has given the step to another attempt."""
+        with self._cond:
+            job = self._held.pop(job_id, None)
+            self._cond.notify_all()
+        if job is None:
+            return  # reported meanwhile
+        killed = self.pool.kill(job_id) if self.pool is not None else False
+        self.log.warning("worker.lease_lost", job_id=job_id, killed=killed,
+                         reason="this worker was paused or cut off from Redis past its lease")

@@ -11,6 +11,24 @@ RQ_JOB_PREFIX = "rq:job:"  # RQ's Job.redis_job_namespace_prefix
 LEASE_PREFIX = "rivers:lease:"  # + job id -> name of the worker running it (PX LEASE_MS)
 WORKER_PREFIX = "rivers:worker:"  # + worker name -> its executor (PX WORKER_TTL_MS): the worker is alive
 STEP_JOB_FUNCTION = "rivers.distributed.jobs.run_step_job"  # the only job function a rivers worker runs
+RQ_QUEUES = "rq:queues"  # RQ's set of queue keys (rq info lists the queues from it)
+
+# -- fields of a job hash (rq:job:<id>): RQ's names, so RQ's tools read them, and one of ours -----------
+JOB_DATA = "data"  # zlib JSON [function, null, [spec_json, reply_to], {}]
+JOB_SIGNATURE = "rivers_signature"  # HMAC-SHA256 of "<job id>\n<data>" under RIVERS_SECRET
+JOB_STATUS = "status"  # QUEUED -> STARTED -> FINISHED | FAILED (or back to QUEUED when handed back)
+JOB_ORIGIN = "origin"  # the queue name
+JOB_DESCRIPTION = "description"  # "<run id> <step key>"
+JOB_WORKER = "worker_name"  # the worker holding its lease
+JOB_CREATED_AT = "created_at"
+JOB_ENQUEUED_AT = "enqueued_at"
+JOB_STARTED_AT = "started_at"
+JOB_ENDED_AT = "ended_at"
+JOB_EXC_INFO = "exc_info"  # why a job failed: the step's error, or why a worker refused to run it
+JOB_HEARTBEAT = "last_heartbeat"
+JOB_TIMEOUT = "timeout"  # -1: no RQ timeout, the lease decides
+JOB_RESULT_TTL = "result_ttl"
+QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"  # job statuses, as RQ spells them
 
 
 def queue_name(executor: str) -> str:
@@ -39,9 +57,12 @@ def workers_key(executor: str) -> str:
     return f"rivers:workers:{executor}"
 
 
+RESULTS_PREFIX = "rivers:run:"  # every results list starts so (a worker pushes nowhere else)
+
+
 def results_key(run_id: str) -> str:
-    """List where workers push the results of a run's steps."""
-    return f"rivers:run:{run_id}:results"
+    """List where workers push the reports of a run's steps."""
+    return f"{RESULTS_PREFIX}{run_id}:results"
 
 
 def wake_key(listener: str) -> str:
@@ -88,6 +109,20 @@ def run_reports_key(run_id: str) -> str:
     return f"rivers:run:{run_id}:reports"
 
 
+def reports_key_of(results: str) -> str:
+    """The reports hash beside a results list (a worker knows only the list's name from the job)."""
+    return results.removesuffix(":results") + ":reports"
+
+
 def run_done_key(run_id: str) -> str:
     """Pushed once when the run ends, for `RunHandle.wait`."""
     return f"rivers:run:{run_id}:done"
+
+
+RUNS_ACTIVE = "rivers:runs:active"  # set of the ids of runs not yet ended: all a coordinator scans to take runs over
+
+
+def run_keys(run_id: str) -> list[str]:
+    """Every key of a submitted run: they all expire RUN_RETENTION_S after it ends."""
+    return [run_key(run_id), run_owner_key(run_id), run_steps_key(run_id), run_jobs_key(run_id),
+            run_events_key(run_id), run_done_key(run_id), results_key(run_id), run_reports_key(run_id)]

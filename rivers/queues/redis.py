@@ -1,19 +1,21 @@
-"""The Redis step queue: steps leave the coordinator's process as RQ jobs; results come back on a list.
+"""The Redis step queue: steps leave the coordinator's process as RQ-format jobs; reports come back on a list.
 
     put(request) ─ live? ─────────────> the embedded parallel queue (process-local values never leave)
         └─ spec_from_call ─> JSON ─> outbox ─> sender thread: one MULTI per batch
-                                      (RQ enqueue_many on rq:queue:rivers:<executor> + wake the listener)
+                             (job hashes, signed with RIVERS_SECRET; RPUSH rq:queue:rivers:<executor>; wake)
                                                                   │
-                                                                  ▼ rivers-worker: claim (lease), run
-    listener thread: BLPOP rivers:run:<id>:results … <── "<job id> <StepResult JSON>"
-        └─> request.report(result)
+                                                                  ▼ rivers-worker: claim (lease), run, report
+    listener thread: BLPOP rivers:run:<id>:results … <── "<job id> <signature> <StepResult JSON>"
+        └─ signature checked, identity checked ─> request.report(result)   (anything else: logged, skipped)
     watcher thread, every WATCH_INTERVAL_S:
+        reported, but the list message never came (taken by a dead coordinator) ──> delivered from the reports hash
         claimed, lease gone twice in a row ──> WorkerLost (infrastructure: the coordinator retries it)
+        job hash gone, nothing reported, twice in a row ──> WorkerLost (Redis lost it: retried)
         unclaimed past PICKUP_TIMEOUT_S ──> no live consumer: failed, naming the queue;
                                             not queued either: lost between pop and claim (infrastructure)
 
 Exactly one report per request: whoever removes the job from `pending` first (listener or watcher)
-reports it; a late result of a job already reported is dropped. One hub per Redis URL serves every
+reports it; a late report of a job already reported is dropped. One hub per Redis URL serves every
 run of the process.
 """
 
@@ -28,16 +30,25 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
-from rivers import defaults
+from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
-from rivers.distributed.jobs import decode_reply, job_args
+from rivers.distributed.jobs import decode_report, job_fields
 from rivers.exceptions import ExecutionError, SpecError, WorkerLost
-from rivers.executors.worker_side import failed_result
 from rivers.logs import get_logger
-from rivers.queues import keys
+from rivers.queues import keys, rq_view
 from rivers.queues.base import StepQueue, StepRequest
+from rivers.queues.rq_view import rq_time
+from rivers.results import StepResult
 from rivers.spec import Pickled, StepSpec, spec_from_call
 
+# A job whose worker lost its lease. ARGV: queue name, job id, now (epoch s), now (RQ time), message,
+# message for RQ's result stream
+FAIL_JOB_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
+local worker = redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. ARGV[2], '{keys.JOB_WORKER}')
+if worker and worker ~= '' then
+  rq_failed(ARGV[1], ARGV[2], worker, ARGV[3], ARGV[4], {defaults.FINISHED_JOB_TTL_S}, ARGV[5], ARGV[6])
+end
+"""
 SEND_BATCH = 500  # most jobs in one MULTI
 DRAIN_BATCH = 200  # most results taken in one LPOP after a BLPOP returned
 
@@ -49,7 +60,8 @@ class _Pending:
     job_id: str
     spec_json: str
     queued_at: float = 0.0  # monotonic time it was enqueued; 0 while still in the outbox
-    misses: int = 0  # watcher ticks in a row that found it claimed but without a lease
+    misses: int = 0  # watcher ticks in a row that found it claimed without a lease, or its job gone
+    reported: int = 0  # watcher ticks that found its report in the reports hash while it was still pending
     worker: str = ""
 
 
@@ -59,6 +71,7 @@ class RedisHub:
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = connect(url)
+        self._fail_job = self.client.register_script(FAIL_JOB_SCRIPT)
         self.name = uuid.uuid4().hex[:12]
         self.log = get_logger().bind(component="redis-queue")
         self._lock = threading.Lock()
@@ -67,7 +80,6 @@ class RedisHub:
         self._adoptable: dict[str, dict[str, str]] = {}  # run id -> step key -> job id (runs taken over)
         self._outbox: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._has_runs = threading.Event()  # the listener sleeps on it while no run waits for results
-        self._rq_queues: dict[str, Any] = {}
         for target, name in ((self._send_loop, "sender"), (self._listen_loop, "listener"),
                              (self._watch_loop, "watcher")):
             threading.Thread(target=target, name=f"rivers-redis-{name}", daemon=True).start()
@@ -90,16 +102,19 @@ class RedisHub:
         with self._lock:
             self._adoptable[run_id] = dict(jobs)
 
-    def adopt(self, request: StepRequest) -> str | None:
-        """The job id of a step that the previous owner of its run had sent and that is still alive."""
+    def adopt(self, request: StepRequest) -> tuple[str, bool] | None:
+        """(job id, reported) of a step that the previous owner of its run had sent and that is alive or reported."""
         with self._lock:
             job_id = self._adoptable.get(request.call.run_id, {}).pop(request.step.key, None)
         if job_id is None:
             return None
-        if self.client.exists(keys.job_key(job_id)):
-            return job_id  # queued or running: its lease is watched like any other
-        reported = cast(list[bytes], self.client.lrange(keys.results_key(request.call.run_id), 0, -1))
-        return job_id if any(m.split(b" ", 1)[0] == job_id.encode() for m in reported) else None
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hexists(keys.run_reports_key(request.call.run_id), job_id)
+        pipe.hget(keys.job_key(job_id), keys.JOB_STATUS)
+        reported, status = pipe.execute()
+        if reported or status in (keys.QUEUED.encode(), keys.STARTED.encode()):
+            return job_id, bool(reported)  # reported, or queued or running (its lease is watched)
+        return None
 
     def _send_loop(self) -> None:
         while True:
@@ -117,36 +132,33 @@ class RedisHub:
                     self.fail(pending.job_id, WorkerLost(f"could not enqueue step on Redis: {exc}"), True)
 
     def _send(self, batch: list[_Pending]) -> None:
-        from rq import Queue
-
+        key = signing.deployment_key()
         pipe = self.client.pipeline(transaction=True)
-        by_executor: dict[str, list[Any]] = {}
+        by_executor: dict[str, list[str]] = {}
+        runs: set[str] = set()
         for pending in batch:
-            reply_to = keys.results_key(pending.request.call.run_id)
-            by_executor.setdefault(pending.executor, []).append(Queue.prepare_data(
-                keys.STEP_JOB_FUNCTION, args=job_args(pending.spec_json, reply_to), job_id=pending.job_id,
-                timeout=-1, result_ttl=0, description=f"{pending.request.call.run_id} {pending.request.step.key}",
-            ))
-            pipe.expire(reply_to, defaults.RESULT_TTL_S)
-            pipe.hset(keys.run_jobs_key(pending.request.call.run_id), pending.request.step.key, pending.job_id)
-        for executor, datas in by_executor.items():
-            self._rq_queue(executor).enqueue_many(datas, pipeline=pipe)
-        pipe.lpush(keys.wake_key(self.name), "1")  # the listener may be blocked on the keys of older runs
+            run_id, step_key = pending.request.call.run_id, pending.request.step.key
+            queue_name = keys.queue_name(pending.executor)
+            job = keys.job_key(pending.job_id)
+            pipe.hset(job, mapping=job_fields(pending.job_id, pending.spec_json, keys.results_key(run_id), queue_name,
+                                              f"{run_id} {step_key}", key))
+            pipe.expire(job, defaults.RESULT_TTL_S)  # a job nobody ever claims does not stay forever
+            pipe.hset(keys.run_jobs_key(run_id), step_key, pending.job_id)
+            by_executor.setdefault(pending.executor, []).append(pending.job_id)
+            runs.add(run_id)
+        for run_id in runs:
+            pipe.expire(keys.run_jobs_key(run_id), defaults.RESULT_TTL_S)
+        for executor, job_ids in by_executor.items():
+            pipe.rpush(keys.queue_key(executor), *job_ids)
+            pipe.sadd(keys.RQ_QUEUES, keys.queue_key(executor))
+        wake = keys.wake_key(self.name)
+        pipe.lpush(wake, "1")  # the listener may be blocked on the keys of older runs
+        pipe.ltrim(wake, 0, 0)
+        pipe.expire(wake, defaults.RESULT_TTL_S)
         pipe.execute()
         now = time.monotonic()
         for pending in batch:
             pending.queued_at = now
-
-    def _rq_queue(self, executor: str) -> Any:
-        rq_queue = self._rq_queues.get(executor)
-        if rq_queue is None:
-            from rq import Queue
-            from rq.serializers import JSONSerializer
-
-            rq_queue = Queue(keys.queue_name(executor), connection=self.client, serializer=JSONSerializer)
-            rq_queue.get_redis_server_version()  # once, outside the pipelines
-            self._rq_queues[executor] = rq_queue
-        return rq_queue
 
     # -- results ----------------------------------------------------------------------------
     def _listen_loop(self) -> None:
@@ -174,11 +186,33 @@ class RedisHub:
                 time.sleep(defaults.REDIS_BACKOFF_CAP_S)
 
     def deliver(self, message: bytes) -> None:
-        job_id, result = decode_reply(message)
-        pending = self._take(job_id)
+        """Report a worker's message to its step; a malformed, unsigned or foreign one is logged and skipped."""
+        try:
+            job_id, result_json = decode_report(message, signing.deployment_key())
+        except ValueError as exc:
+            self.log.error("redis.report_refused", error=str(exc), message=bytes(message[:120]))
+            return
+        with self._lock:
+            pending = self.pending.get(job_id)
         if pending is None:
             return  # already reported (lease expired, cancelled): a late duplicate
-        pending.request.report(result)
+        call = pending.request.call
+        try:
+            result = StepResult.model_validate_json(result_json)
+        except ValueError as exc:
+            self.log.error("redis.report_unreadable", job_id=job_id, step_key=call.step_key, error=str(exc)[:300])
+            return
+        if (result.run_id, result.step_key) != (call.run_id, call.step_key):
+            if result.step_key or result.error is None:  # another step's report under this job id: not ours
+                self.log.error("redis.report_foreign", job_id=job_id, step_key=call.step_key,
+                               reported_step=result.step_key)
+                return
+            # a worker that could not read the spec could not name the step: its error is this step's
+            error = result.error
+            result = StepResult.failed(call.run_id, call.step_key, call.attempt, [s.name for s in call.outputs],
+                                       SpecError(error.message))
+        if self._take(job_id) is not None:
+            pending.request.report(result)
 
     def _take(self, job_id: str) -> _Pending | None:
         with self._lock:
@@ -195,8 +229,9 @@ class RedisHub:
         if pending is None:
             return
         call = pending.request.call
-        pending.request.report(failed_result(call.run_id, call.step_key, call.attempt,
-                                             [slot.name for slot in call.outputs], exc, infrastructure=infrastructure))
+        pending.request.report(StepResult.failed(call.run_id, call.step_key, call.attempt,
+                                                 [slot.name for slot in call.outputs], exc,
+                                                 infrastructure=infrastructure))
 
     # -- watching leases and consumers ------------------------------------------------------------
     def _watch_loop(self) -> None:
@@ -212,33 +247,55 @@ class RedisHub:
                 self.log.warning("redis.watcher_error", error=repr(exc))
 
     def _check(self, watched: list[_Pending]) -> None:
-        pipe = self.client.pipeline(transaction=True)  # one consistent snapshot of claims and leases
+        pipe = self.client.pipeline(transaction=True)  # one consistent snapshot of claims, leases and reports
         for pending in watched:
-            pipe.exists(keys.job_key(pending.job_id))
-            pipe.hget(keys.job_key(pending.job_id), "worker_name")
+            pipe.hmget(keys.job_key(pending.job_id), keys.JOB_STATUS, keys.JOB_WORKER, keys.JOB_EXC_INFO)
             pipe.exists(keys.lease_key(pending.job_id))
+            pipe.hexists(keys.run_reports_key(pending.request.call.run_id), pending.job_id)
         replies = pipe.execute()
         overdue: list[_Pending] = []
         now = time.monotonic()
         for index, pending in enumerate(watched):
-            exists, worker, leased = replies[3 * index: 3 * index + 3]
-            if not exists:
-                continue  # finished (its result is on its way) or cancelled
+            (status, worker, refusal), leased, reported = replies[3 * index: 3 * index + 3]
+            if reported:
+                pending.reported += 1
+                if pending.reported >= 2:  # its list message was taken by a coordinator that died, or is lost
+                    self.deliver_stored(pending)
+                continue
+            if status is None:  # the job hash is gone and nothing was reported: Redis lost it
+                pending.misses += 1
+                if pending.misses >= 2:
+                    self.fail(pending.job_id, WorkerLost(
+                        f"the job of step '{pending.request.step.key}' vanished from Redis before any worker "
+                        "reported it (was Redis restarted without its data?)"), True)
+                continue
+            if status == keys.FAILED.encode():  # failed without a report: the worker refused to run the job
+                self.fail(pending.job_id, ExecutionError(
+                    f"worker {(worker or b'?').decode()} refused the job of step '{pending.request.step.key}': "
+                    f"{(refusal or b'no reason given').decode()}"), False)
+                continue
             if worker:
                 pending.worker = worker.decode()
                 pending.misses = 0 if leased else pending.misses + 1
-                if pending.misses >= 2:  # two ticks: a result pushed at the first one has arrived by now
+                if pending.misses >= 2:  # two ticks: a report pushed at the first one has arrived by now
                     self._lost(pending)
             elif now - pending.queued_at > defaults.PICKUP_TIMEOUT_S:
                 overdue.append(pending)
         if overdue:
             self._check_overdue(overdue)
 
+    def deliver_stored(self, pending: _Pending) -> None:
+        message = self.client.hget(keys.run_reports_key(pending.request.call.run_id), pending.job_id)
+        if message is not None:
+            self.deliver(message)
+
     def _lost(self, pending: _Pending) -> None:
-        self.client.delete(keys.job_key(pending.job_id))  # a late result of this attempt is dropped
         seconds = defaults.LEASE_MS / 1000
         message = (f"worker {pending.worker} stopped renewing its lease on step '{pending.request.step.key}' "
                    f"(lease expired after {seconds:g} s): the worker was killed or lost its connection to Redis")
+        # the attempt's job fails in RQ's view; a late report of it is refused by the worker's fenced report
+        self._fail_job(args=[keys.queue_name(pending.executor), pending.job_id, time.time(), rq_time(), message,
+                             rq_view.exc_string_field(message)])
         self.log.warning("step.lease_expired", step_key=pending.request.step.key, worker=pending.worker)
         self.fail(pending.job_id, WorkerLost(message), True)
 
@@ -319,12 +376,16 @@ class RedisStepQueue:
             spec = spec_from_call(call, self.executor)
             refuse_unsigned_closures(spec)
         except SpecError as exc:
-            request.report(failed_result(call.run_id, call.step_key, call.attempt,
-                                         [slot.name for slot in call.outputs], exc))
+            request.report(StepResult.failed(call.run_id, call.step_key, call.attempt,
+                                             [slot.name for slot in call.outputs], exc))
             return
         adopted = self.hub.adopt(request)
         if adopted is not None:
-            self.hub.submit(_Pending(request, self.executor, adopted, ""), send=False)
+            job_id, reported = adopted
+            pending = _Pending(request, self.executor, job_id, "")
+            self.hub.submit(pending, send=False)
+            if reported:  # its previous owner died between the report and recording it: the report stands
+                self.hub.deliver_stored(pending)
             return
         self.hub.submit(_Pending(request, self.executor, uuid.uuid4().hex, spec.model_dump_json()))
 

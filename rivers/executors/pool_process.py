@@ -1,0 +1,115 @@
+"""What runs inside a pool process: read a spec, run the step, hand back the StepResult JSON.
+
+Each pool process keeps a status file named after its pid, holding the ticket of the step it is
+running (blank between steps): two small writes per step. If the process dies, the file still names
+the step it was running; that is how the pool learns which step died with it (pool.py).
+
+In a rivers-worker the pool processes also hold the fence of the worker's leases: right before each
+output write they check that the attempt still holds its lease, so an attempt whose lease expired
+(its worker paused or cut off past the lease) never writes over the output of the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import time
+
+import cloudpickle
+
+from rivers import signing
+from rivers.exceptions import ExecutionError, SpecError
+from rivers.results import LogEntry, StepResult
+from rivers.runtime import Fence, StepCall, run_step, run_step_async
+from rivers.spec import UnreadableSpec, call_from_spec, read_spec
+
+STATUS_WIDTH = 64  # bytes of a status file: a ticket, space-padded (tickets are shorter)
+_status_fd: int | None = None
+_fence_factory: FenceFactory | None = None
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+class FenceFactory:
+    """Makes the fence of one attempt; picklable, so that it reaches pool processes as an initializer argument."""
+
+    def __call__(self, ticket: str, step_key: str) -> Fence:  # pragma: no cover - an interface
+        raise NotImplementedError
+
+
+def initialize(key: bytes, status_dir: str, log_level: int, fence_factory: FenceFactory | None = None) -> None:
+    """The loky initializer of every pool process."""
+    global _status_fd, _fence_factory
+    signing.use_key(key)
+    _fence_factory = fence_factory
+    _status_fd = os.open(os.path.join(status_dir, str(os.getpid())), os.O_RDWR | os.O_CREAT, 0o600)
+    for name in ("rivers.assets", "rivers.tasks"):  # context.log records must reach the step's capture
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(log_level)
+
+
+def run_spec(spec_json: str, ticket: str) -> tuple[str, bytes | None]:
+    """Run one step: (StepResult JSON, the pickled exception of a failure or None)."""
+    _set_status(ticket)
+    try:
+        result = _run(spec_json, ticket)
+        return result.model_dump_json(), _pickled_exception(result.exception)
+    finally:
+        _set_status("")
+
+
+def _set_status(ticket: str) -> None:
+    if _status_fd is not None:  # one small pwrite; a torn read could only fail to name a step
+        os.pwrite(_status_fd, ticket.encode()[:STATUS_WIDTH].ljust(STATUS_WIDTH), 0)
+
+
+def _run(spec_json: str, ticket: str) -> StepResult:
+    try:
+        spec = read_spec(spec_json)
+    except UnreadableSpec as exc:
+        header = exc.header
+        return StepResult.failed(header.run_id, header.step_key, header.attempt, header.output_names, exc)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            call = call_from_spec(spec)  # imports the step's code: an exit or a crash here ends only this step
+            if _fence_factory is not None:
+                _fence(call, _fence_factory(ticket, spec.step_key))
+            result = _event_loop().run_until_complete(run_step_async(call)) if spec.is_async else run_step(call)
+        except SpecError as exc:
+            result = StepResult.failed(spec.run_id, spec.step_key, spec.attempt, [o.name for o in spec.outputs], exc)
+        except SystemExit as exc:  # the user's code asked to exit: that ends the step, not the pool process
+            stopped = ExecutionError(f"'{spec.step_key}' called sys.exit({exc.code!r}) in a worker process")
+            result = StepResult.failed(spec.run_id, spec.step_key, spec.attempt, [o.name for o in spec.outputs],
+                                       stopped)
+    now = time.time()
+    for stream, level, text in (("stdout", "INFO", stdout.getvalue()), ("stderr", "WARNING", stderr.getvalue())):
+        result.logs.extend(LogEntry(logger=stream, level=level, message=line, created=now)
+                           for line in text.splitlines())
+    return result
+
+
+def _fence(call: StepCall, fence: Fence) -> None:
+    call.fence = fence
+    for member in call.members:
+        _fence(member, fence)
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """One loop per pool process, kept between async steps (their clients may cache loop-bound state)."""
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
+def _pickled_exception(exc: BaseException | None) -> bytes | None:
+    """The exception for the embedded coordinator to re-raise with its own type, if it pickles."""
+    if exc is None:
+        return None
+    try:
+        return cloudpickle.dumps(exc)
+    except (Exception, SystemExit):  # noqa: BLE001 - the coordinator rebuilds the type from the StepError instead
+        return None
