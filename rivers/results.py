@@ -24,7 +24,9 @@ class StepError(BaseModel):
     interrupted: bool = False  # stopped because another step's process died beside it: never its own failure
 
     @classmethod
-    def from_exception(cls, exc: BaseException, *, infrastructure: bool = False, interrupted: bool = False) -> StepError:
+    def from_exception(
+        cls, exc: BaseException, *, infrastructure: bool = False, interrupted: bool = False
+    ) -> StepError:
         return cls(
             type=type(exc).__qualname__,
             module=type(exc).__module__,
