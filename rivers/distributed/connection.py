@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from rivers import defaults
 from rivers.exceptions import ConfigurationError, ExecutionError
@@ -19,22 +19,63 @@ def redis_url(url: str | None = None) -> str | None:
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password (user info or `?password=`), for messages."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user = f"{parts.username}:***" if parts.username else ":***"
+            netloc = f"{user}@{netloc.rpartition('@')[2]}"
+        query = parts.query
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(name == "password" for name, _ in pairs):
+            query = urlencode([(name, "***" if name == "password" else value) for name, value in pairs], safe="*")
+        if (netloc, query) == (parts.netloc, parts.query):
+            return url
+        # not urlunsplit: it drops the empty host of unix:///path?password=...
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + (
+            f"#{parts.fragment}" if parts.fragment else "")
+    except ValueError:  # not even a URL: never show what may be a password
+        return url.rpartition("@")[2] if "@" in url else url
+
+
+def check_url(url: str) -> None:
+    """Raise ConfigurationError for what redis-py would silently read as database 0 or refuse obscurely.
+
+    A path database that is not a number (`redis://host:6379/abc`) is dropped by redis-py, which then
+    uses database 0; a `?db=` that is not a number fails with a message that does not show the value.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [IPv6 address]
+        raise ConfigurationError(f"Redis URL {redacted(url)} is not a URL: {exc}") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(f"Redis URL {redacted(url)}: the scheme must be redis://, rediss:// or unix://")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port lazily
+    except ValueError:
+        raise ConfigurationError(f"Redis URL {redacted(url)}: the port {parts.netloc.rpartition(':')[2]!r} "
+                                 "is not a port number") from None
+    databases = [value for name, value in parse_qsl(parts.query, keep_blank_values=True) if name == "db"]
+    if parts.scheme != "unix" and parts.path.strip("/"):
+        databases.append(unquote(parts.path).replace("/", ""))
+    for database in databases:
+        if not database.isascii() or not database.isdigit():
+            raise ConfigurationError(f"Redis URL {redacted(url)}: database {database!r} is not a number")
+
+
+def _has_password(url: str) -> bool:
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    return bool(parts.password) or any(name == "password" and value for name, value in parse_qsl(parts.query))
 
 
 def connect(url: str, *, retries: int | None = None) -> Redis:
     """A client that survives a Redis restart: each command reconnects with exponential backoff.
 
-    The URL goes to redis-py unchanged, so passwords (`redis://:pw@host`) and TLS (`rediss://`) work.
+    The URL goes to redis-py unchanged, so passwords (`redis://:pw@host`) and TLS (`rediss://`) work;
+    check_url first refuses what redis-py would misread.
     """
+    check_url(url)
     try:
         import redis
         from redis.backoff import ExponentialBackoff
@@ -62,7 +103,11 @@ def check_reachable(url: str) -> None:
     try:
         client.ping()
     except redis.AuthenticationError as exc:
-        raise ExecutionError(f"Redis at {redacted(url)} refused the credentials in the URL: {exc}") from None
+        if not _has_password(url):
+            raise ExecutionError(f"Redis at {redacted(url)} requires a password and the URL gives none "
+                                 "(redis://:PASSWORD@host:port/db)") from None
+        raise ExecutionError(f"Redis at {redacted(url)} refused the credentials in the URL: "
+                             f"{_first_line(exc)}") from None
     except redis.RedisError as exc:
         raise ExecutionError(
             f"Cannot reach Redis at {redacted(url)} ({defaults.REDIS_URL_ENV}): {_first_line(exc)}"
