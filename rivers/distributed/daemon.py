@@ -1,6 +1,6 @@
 """rivers-coordinator: serve runs submitted through Redis; take over runs whose coordinator died.
 
-    BLPOP rivers:submitted ─┐  every WATCH_INTERVAL_S: runs queued/running whose owner lease is gone
+    BLPOP rivers:submitted ─┐  every WATCH_INTERVAL_S: runs in rivers:runs:active whose owner lease is gone
                             ▼                                         │
                  SET rivers:run:<id>:owner NX PX ◄────────────────────┘  (only one coordinator wins)
                             ▼
@@ -8,6 +8,8 @@
             listener: events -> rivers:run:<id>:events, final results -> rivers:run:<id>:steps
             taken over: the steps' latest jobs still queued, running or reported are adopted, not re-sent
        heartbeat thread: renew the owner lease of every run this process owns
+    run end: one MULTI: final record, done, SREM rivers:runs:active, every key of the run PEXPIREs
+             RUN_RETENTION_S, runs index trimmed. Idle, a coordinator sends 2 commands a second.
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ from typing import Any
 from rivers import defaults
 from rivers.definitions.repository import CodeRepository
 from rivers.distributed.connection import check_reachable, connect
-from rivers.distributed.runs import SubmittedRun
+from rivers.distributed.runs import FINAL, SubmittedRun, end_run, trim_index
 from rivers.exceptions import ExecutionError
 from rivers.logs import get_logger
 from rivers.plan import Step
 from rivers.queues import keys
 from rivers.results import RunResult, StepResult
 from rivers.run import execute_run
+
+
+class _CancelledBeforeStart(ExecutionError):
+    """RunHandle.cancel reached a run before any coordinator started it: it ends as cancelled, unrun."""
 
 
 class CoordinatorDaemon:
@@ -47,6 +53,8 @@ class CoordinatorDaemon:
         check_reachable(self.url)
         self.client = connect(self.url)
         self.repo.validate()
+        trim_index(self.client)
+        self._adopt_unlisted_runs()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stopping", True))
         threading.Thread(target=self._heartbeat_loop, name="rivers-run-leases", daemon=True).start()
@@ -74,6 +82,7 @@ class CoordinatorDaemon:
             return
         if not self.client.set(keys.run_owner_key(run_id), self.name, nx=True, px=defaults.LEASE_MS):
             return  # another coordinator has it
+        self.client.sadd(keys.RUNS_ACTIVE, run_id)  # already there, unless an older client submitted it
         with self._lock:
             self._owned.add(run_id)
         resumed = resumed or status == b"running"
@@ -81,10 +90,40 @@ class CoordinatorDaemon:
                          daemon=True).start()
 
     def _take_over_orphans(self) -> None:
-        for run_id in [r.decode() for r in self.client.zrange(keys.RUNS, 0, -1)]:
-            if run_id in self._owned or self.client.exists(keys.run_owner_key(run_id)):
-                continue
-            self._try_start(run_id, resumed=True)
+        """Runs not ended whose owner lease is gone; the scan costs one SMEMBERS plus one round trip
+        per active run owned elsewhere, however many ended runs Redis still keeps."""
+        active = [r.decode() for r in self.client.smembers(keys.RUNS_ACTIVE)]
+        with self._lock:
+            others = [run_id for run_id in active if run_id not in self._owned]
+        if not others:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in others:
+            pipe.exists(keys.run_owner_key(run_id))
+            pipe.hget(keys.run_key(run_id), "status")
+        replies = pipe.execute()
+        gone = []
+        for run_id, owned, status in zip(others, replies[0::2], replies[1::2], strict=True):
+            if status is None or status.decode() in FINAL:
+                gone.append(run_id)  # expired, or ended by a coordinator of an older version
+            elif not owned:
+                self._try_start(run_id, resumed=True)
+        if gone:
+            self.client.srem(keys.RUNS_ACTIVE, *gone)
+
+    def _adopt_unlisted_runs(self) -> None:
+        """Once at start: runs in the index that have not ended but are not in the active set (submitted
+        before it existed) join it, so that they are taken over too."""
+        run_ids = [r.decode() for r in self.client.zrange(keys.RUNS, 0, -1)]
+        for start in range(0, len(run_ids), 1000):
+            chunk = run_ids[start:start + 1000]
+            pipe = self.client.pipeline(transaction=False)
+            for run_id in chunk:
+                pipe.hget(keys.run_key(run_id), "status")
+            live = [r for r, status in zip(chunk, pipe.execute(), strict=True)
+                    if status is not None and status.decode() not in FINAL]
+            if live:
+                self.client.sadd(keys.RUNS_ACTIVE, *live)
 
     def _heartbeat_loop(self) -> None:
         while True:
@@ -114,6 +153,8 @@ class CoordinatorDaemon:
     # -- one run ------------------------------------------------------------------------------------
     def _execute(self, run_id: str, resumed: bool) -> None:
         try:
+            if self.client.hget(keys.run_key(run_id), "cancel"):
+                raise _CancelledBeforeStart("the run was cancelled before it started")
             result = self._run(run_id, resumed)
             cancelled = self.client.hget(keys.run_key(run_id), "cancel")
             status = "cancelled" if cancelled else "succeeded" if result.success else "failed"
@@ -122,18 +163,21 @@ class CoordinatorDaemon:
                                                             "materialized_assets": result.materialized_assets,
                                                             "failed_assets": result.failed_assets})}
         except Exception as exc:  # noqa: BLE001 - a run that cannot start is a failed run, not a dead daemon
-            self.log.error("run.failed_to_start", run_id=run_id, error=repr(exc))
-            record = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+            cancelled = isinstance(exc, _CancelledBeforeStart)
+            if not cancelled:
+                self.log.error("run.failed_to_start", run_id=run_id, error=repr(exc))
+            error = f"{'ExecutionError' if cancelled else type(exc).__name__}: {exc}"
+            record = {"status": "cancelled" if cancelled else "failed", "error": error,
                       "result": json.dumps({"success": False, "materialized_assets": [],
-                                            "failed_assets": [["<run>", f"{type(exc).__name__}: {exc}"]]})}
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(keys.run_key(run_id), mapping={**record, "updated_at": time.time()})
-        pipe.rpush(keys.run_done_key(run_id), "1")
-        pipe.delete(keys.run_owner_key(run_id))
-        pipe.execute()
-        with self._lock:
-            self._owned.discard(run_id)
-            self._queues.pop(run_id, None)
+                                            "failed_assets": [["<run>", error]]})}
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            end_run(pipe, run_id, record)
+            pipe.execute()
+        finally:  # not recorded (Redis gone past the retries): the lease expires and the run is taken over
+            with self._lock:
+                self._owned.discard(run_id)
+                self._queues.pop(run_id, None)
 
     def _run(self, run_id: str, resumed: bool) -> RunResult:
         request = SubmittedRun.from_json(self.client.hget(keys.run_key(run_id), "request"))

@@ -3,6 +3,10 @@
 A run record is a hash (status, request, result, owner); its steps' final results, the job id of each
 step's latest attempt and its events live beside it (keys.py). The coordinator that owns a run holds a
 lease on it; a run whose lease expired is taken over by another coordinator (daemon.py).
+
+Redis stays bounded: a run's id is in the active set (keys.RUNS_ACTIVE) from its submission to its end,
+and its end (one MULTI with the final record) sets every key of the run to expire RUN_RETENTION_S later
+and trims the runs index (keys.RUNS) of runs submitted longer ago than that.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from rivers.queues import keys
 from rivers.results import RunResult, StepResult
 
 FINAL = ("succeeded", "failed", "cancelled")
+# Flag a run as cancelled only while it has not ended: an HSET on an expired record would recreate it forever.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+for _, final in ipairs(ARGV) do if status == final then return 0 end end
+redis.call('HSET', KEYS[1], 'cancel', '1')
+return 1
+"""
 
 
 @dataclass
@@ -55,6 +67,7 @@ def submit(request: SubmittedRun, url: str | None = None) -> RunHandle:
     pipe.hset(keys.run_key(request.run_id), mapping={"status": "queued", "request": request.to_json(),
                                                      "created_at": now, "updated_at": now})
     pipe.zadd(keys.RUNS, {request.run_id: now})
+    pipe.sadd(keys.RUNS_ACTIVE, request.run_id)
     pipe.rpush(keys.SUBMITTED, request.run_id)
     pipe.execute()
     return RunHandle(request.run_id, client)
@@ -62,6 +75,26 @@ def submit(request: SubmittedRun, url: str | None = None) -> RunHandle:
 
 def new_run_id() -> str:
     return str(uuid.uuid4())
+
+
+def end_run(pipe: Any, run_id: str, record: dict[str, Any]) -> None:
+    """Queue on `pipe` (a MULTI) the end of a run: its final record, the wake-up of `RunHandle.wait`, and
+    what keeps Redis bounded (out of the active set, every key expiring, the index trimmed)."""
+    now = time.time()
+    pipe.hset(keys.run_key(run_id), mapping={**record, "updated_at": now})
+    pipe.rpush(keys.run_done_key(run_id), "1")
+    pipe.delete(keys.run_owner_key(run_id))
+    pipe.srem(keys.RUNS_ACTIVE, run_id)
+    retention_ms = max(1, int(defaults.RUN_RETENTION_S * 1000))
+    for key in keys.run_keys(run_id):  # EXPIRE on a key the run did not create is a no-op
+        pipe.pexpire(key, retention_ms)
+    trim_index(pipe, now)
+
+
+def trim_index(client: Any, now: float | None = None) -> None:
+    """Drop from the runs index the runs submitted more than RUN_RETENTION_S ago (their keys expire)."""
+    oldest = (time.time() if now is None else now) - defaults.RUN_RETENTION_S
+    client.zremrangebyscore(keys.RUNS, "-inf", f"({oldest}")
 
 
 class RunHandle:
@@ -92,10 +125,11 @@ class RunHandle:
         return load_result(self._client, self.run_id)
 
     def cancel(self) -> None:
-        """Ask the coordinator to stop the run: nothing new starts, running steps fail as cancelled."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hset(keys.run_key(self.run_id), "cancel", "1")
-        pipe.execute()
+        """Ask the coordinator to stop the run: nothing new starts, running steps fail as cancelled.
+
+        A run that already ended, or whose record expired, is left as it is.
+        """
+        self._client.eval(_CANCEL, 1, keys.run_key(self.run_id), *FINAL)
 
 
 def load_result(client: Any, run_id: str) -> RunResult:
@@ -117,6 +151,8 @@ def list_runs(client: Any, limit: int = 50) -> list[dict[str, str]]:
         pipe.hmget(keys.run_key(run_id), "status", "created_at", "owner")
     rows = []
     for run_id, (status, created, owner) in zip(run_ids, pipe.execute(), strict=True):
+        if status is None:
+            continue  # its record expired before the index was trimmed
         rows.append({"run_id": run_id, "status": (status or b"?").decode(),
                      "created_at": (created or b"0").decode(), "owner": (owner or b"").decode()})
     return rows
