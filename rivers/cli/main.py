@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--include-upstream", action="store_true", help="also run the upstreams of --select")
     submit = commands.add_parser("submit", help="submit a run to the coordinator (distributed mode)")
     submit.add_argument("target", metavar="MODULE[:ATTR]")
-    submit.add_argument("--select", action="append", metavar="A,B")
-    submit.add_argument("--job", metavar="NAME")
+    submitted = submit.add_mutually_exclusive_group()
+    submitted.add_argument("--select", action="append", metavar="A,B")
+    submitted.add_argument("--job", metavar="NAME")
     submit.add_argument("--include-upstream", action="store_true")
     submit.add_argument("--wait", action="store_true", help="wait for the run to finish")
     commands.add_parser("runs", help="list runs (distributed mode)")
@@ -55,12 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "include_upstream", False) and args.job:
+        return fail("--include-upstream applies to --select, not to --job")
     if args.command != "materialize":
         from rivers.cli.runs import distributed_command
 
         return distributed_command(args)
-    if args.include_upstream and args.job:
-        return fail("--include-upstream applies to --select, not to --job")
     try:
         return materialize(args)
     except UsageError as exc:
@@ -143,9 +144,47 @@ def describe(exc: BaseException) -> str:
     return text
 
 
+def selected(args: argparse.Namespace) -> list[str] | None:
+    """The names given with --select (repeatable, comma-separated); None selects everything."""
+    return [name.strip() for item in args.select or [] for name in item.split(",") if name.strip()] or None
+
+
+def check_names(repo: CodeRepository, selection: list[str] | None, job: str | None) -> None:
+    """Resolve the repository and check the --select / --job names: a UsageError naming the unknown one
+    and the close matches (or the known names), before anything runs or is submitted."""
+    try:
+        graph = repo._resolve()
+    except RIVERS_ERRORS as exc:
+        raise UsageError(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - user code failed while the repository resolved
+        raise UsageError(f"the repository could not be prepared: {describe(exc)}") from None
+    if job is not None:
+        jobs = [known.name for known in repo._jobs]
+        if job not in jobs:
+            raise UsageError(f"NodeNotFoundError: Job '{job}' not found in the repository; {_hint(job, jobs, 'jobs')}")
+    names = set(graph.graphs) | set(graph.nodes) | set(graph.producer)
+    for name in selection or []:
+        if name not in names:
+            raise UsageError(f"AssetNotFoundError: Asset '{name}' not found in the repository; "
+                             f"{_hint(name, sorted(names), 'assets and tasks')}")
+
+
+def _hint(name: str, known: list[str], what: str, shown: int = 12) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3)
+    if close:
+        return f"did you mean {' or '.join(repr(c) for c in close)}?"
+    if not known:
+        return f"it has no {what}"
+    more = f" and {len(known) - shown} more" if len(known) > shown else ""
+    return f"its {what}: {', '.join(known[:shown])}{more}"
+
+
 def prepare(repo: CodeRepository, args: argparse.Namespace) -> Callable[[], RunResult]:
     """Resolve before anything runs, so that every definition error is a usage error."""
-    selection = [name.strip() for item in args.select or [] for name in item.split(",") if name.strip()] or None
+    selection = selected(args)
+    check_names(repo, selection, args.job)
     try:
         repo.validate()
         if args.job:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 
 from rivers import defaults
@@ -10,9 +11,8 @@ from rivers.cli import UsageError
 
 
 def distributed_command(args: argparse.Namespace) -> int:
-    from rivers.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
+    from rivers.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RIVERS_ERRORS, fail
     from rivers.distributed.connection import connect, redis_url
-    from rivers.exceptions import ConfigurationError, ExecutionError
 
     url = redis_url()
     if url is None:
@@ -27,21 +27,24 @@ def distributed_command(args: argparse.Namespace) -> int:
         if args.command == "runs":
             return show_runs(client)
         return show_run(client, args.run_id)
-    except (UsageError, ConfigurationError, ExecutionError) as exc:
+    except (UsageError, *RIVERS_ERRORS) as exc:
         fail(str(exc))
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("rivers: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def submit(args: argparse.Namespace, ok: int, failed: int) -> int:
-    from rivers.cli.main import load_repository
+    from rivers.cli.main import check_names, load_repository, selected
 
     repo = load_repository(args.target)
-    selection = [name.strip() for item in args.select or [] for name in item.split(",") if name.strip()] or None
+    selection = selected(args)
+    check_names(repo, selection, args.job)  # unknown names are usage errors before Redis is touched
     if args.job:
         from rivers.distributed.runs import SubmittedRun, new_run_id
         from rivers.distributed.runs import submit as submit_run
 
-        repo.get_job(args.job)
         handle = submit_run(SubmittedRun(run_id=new_run_id(), job=args.job))
     else:
         handle = repo.submit(selection=selection, include_upstream=args.include_upstream)
@@ -70,7 +73,8 @@ def show_run(client: object, run_id: str) -> int:
 
     record = client.hgetall(keys.run_key(run_id))  # type: ignore[attr-defined]
     if not record:
-        raise UsageError(f"no run '{run_id}' in Redis")
+        raise UsageError(f"no run '{run_id}' in Redis (runs are kept RIVERS_RUN_RETENTION_S="
+                         f"{defaults.RUN_RETENTION_S:g} s after they end)")
     print(f"run {run_id}: {record[b'status'].decode()}")
     for event in events(client, run_id):
         when = datetime.fromtimestamp(event["time"]).isoformat(sep=" ", timespec="milliseconds")
