@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,45 @@ class Database(rs.Resource):
 @rs.Asset
 def needs_database(database: Database) -> int:
     return 1
+
+
+@rs.Asset
+def pool_pid(upstream: int) -> int:
+    """The pid of the process that ran it: where a later run's steps went."""
+    return os.getpid()
+
+
+class Gate(rs.Resource):
+    """A directory shared by a test and its steps: markers the steps leave, files the test creates."""
+
+    directory: str = ""
+
+    def mark(self, name: str) -> None:
+        (Path(self.directory) / f"{name}-{os.getpid()}").touch()
+
+    def wait(self, pattern: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not list(Path(self.directory).glob(pattern)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing matched {pattern!r} in {self.directory} within {timeout}s")
+            time.sleep(0.02)
+
+
+@rs.Asset
+def while_hanging(upstream: int, gate: Gate) -> int:
+    """Starts only once a module import hangs in another pool process (tests.pipelines.import_hang)."""
+    gate.wait("hanging-*")
+    return os.getpid()
+
+
+@rs.Asset
+def after_while_hanging(while_hanging: int) -> int:
+    return os.getpid()
+
+
+@rs.Asset
+def blocks(upstream: int, gate: Gate) -> int:
+    """Announces itself (`blocking-<pid>`) and runs until the test creates `release`."""
+    gate.mark("blocking")
+    gate.wait("release", timeout=60)
+    return os.getpid()
