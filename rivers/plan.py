@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from rivers.definitions.executors import Executor
 from rivers.definitions.graph import EXECUTOR_METADATA, NODE_EXECUTOR_METADATA, CollectNode, GraphAsset
+from rivers.definitions.policies import RetryPolicy
 from rivers.exceptions import GraphValidationError
 from rivers.resolve import ResolvedGraph, ResolvedNode
 
@@ -23,6 +24,7 @@ class Step:
     executor: str  # the queue it goes to: "in_process" | "parallel" | "kubernetes"
     requested_executor: str  # what the user asked for, before process-local values moved it
     live: bool  # needs the coordinator's process (a process-local IO handler)
+    retry: RetryPolicy | None = None  # resolved: the node's own policy, else the run's
     instance_of: str | None = None  # a fan-out instance: the key of its mapped step
     index: int = 0  # a fan-out instance: the position of its item in the source
 
@@ -51,8 +53,12 @@ def build_plan(
     selected_outputs: set[str],
     executor: Executor,
     executor_explicit: bool,
+    retry: RetryPolicy | None = None,
 ) -> Plan:
-    """Steps for the selected outputs of runnable nodes (selection already expanded and validated)."""
+    """Steps for the selected outputs of runnable nodes (selection already expanded and validated).
+
+    `retry` is the run's policy (job or materialize); a node's own policy wins.
+    """
     graph = fuse_graphs(graph, executor, selected_outputs)
     wanted: dict[str, list[str]] = {}
     for name, node in graph.nodes.items():
@@ -75,7 +81,8 @@ def build_plan(
         runs_on = "in_process" if live and not node.definition.is_async else requested
         if live and requested != "in_process" and (executor_explicit or node.executor_key):
             moved.append(name)
-        steps[name] = Step(name, node, tuple(wanted[name]), needs, upstream, level, runs_on, requested, live)
+        steps[name] = Step(name, node, tuple(wanted[name]), needs, upstream, level, runs_on, requested, live,
+                           node.retry or retry)
         for out in needs:
             consumers.setdefault(out, []).append(name)
     return Plan(steps, consumers, moved)

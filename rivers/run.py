@@ -103,14 +103,14 @@ def execute_run(
     launch = parse_launch(request.config)
     executor = launch.executor or request.executor or Executor.parallel()
     explicit = launch.executor is not None or request.executor_explicit
-    plan = build_plan(graph, request.outputs, executor, explicit)
+    plan = build_plan(graph, request.outputs, executor, explicit, request.retry)
     warn_unused_compute(plan)
     queues = queues_for(plan, executor)
     if on_queues is not None:
         on_queues(queues)
     coordinator = Coordinator(
         run_id=request.run_id, plan=plan, queues=queues,
-        resources=run_resources(repository, launch.resources), step_config=launch.steps, retry=request.retry,
+        resources=run_resources(repository, launch.resources), step_config=launch.steps,
         listener=_listener_of([*_listeners, *([listener] if listener is not None else [])]),
         seed=seed,
     )

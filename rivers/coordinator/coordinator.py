@@ -1,27 +1,24 @@
-"""The coordinator runs one plan to its RunResult.
+"""The coordinator runs one plan to its RunResult: dispatch, wait, settle. RunState decides; this acts.
 
-    plan ──> RunState.initial_ready()
+    plan ──> RunState.begin() ──> dispatch(step): RunState.admit -> attempt
               │
-              ▼  dispatch(step)
      ┌─ in_process ─> local deque ──> run_step() inline, in this thread
      ├─ parallel ───> StepQueue.put(request) ─┐   (loky pool / Redis / pods)
      └─ kubernetes ─> StepQueue.put(request) ─┤
                                               ▼
             inbox (thread-safe) <── request.report(StepResult) from any thread
               │
-              ▼  settle(result): retry? -> timer heap;  final -> RunState.finish()
-         newly ready steps are dispatched at once: there is no level barrier.
+              ▼  RunState.settle(result): a retry (timer) | final results, steps now ready or skipped
+         newly ready steps are dispatched at once: there is no level barrier; due timers are dispatched again.
 
-Only this module decides retry, skip or fail; consumers just take, run and report.
+Consumers only take, run and report; whether a failure is retried, skipped past or final is RunState's call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import heapq
 import queue
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -29,20 +26,21 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from rivers import defaults
-from rivers.coordinator.state import RunState
+from rivers.coordinator.state import RunState, exception_type, imported_exception_class
 from rivers.definitions.graph import CollectNode
-from rivers.definitions.policies import HookContext, RetryPolicy
+from rivers.definitions.policies import HookContext
 from rivers.exceptions import ExecutionError
 from rivers.io.base import InputContext
 from rivers.logs import get_logger
 from rivers.plan import Plan, Step
 from rivers.queues.base import StepQueue, StepRequest
 from rivers.resolve import ResolvedNode
-from rivers.results import RemoteTraceback, RunResult, StepError, StepResult
+from rivers.results import RemoteTraceback, RunResult, StepResult
 from rivers.runtime import StepCall, fan_out_keys, fire_hooks, run_step, run_step_async
 
 RunListener = Callable[[str, Step, StepResult | None], None]  # (event, step, result)
+
+__all__ = ["Coordinator", "RunListener", "exception_type", "failure_exception"]
 
 
 class Coordinator:
@@ -55,7 +53,6 @@ class Coordinator:
         queues: Mapping[str, StepQueue],
         resources: Mapping[str, BaseModel],
         step_config: Mapping[str, dict[str, Any]],
-        retry: RetryPolicy | None = None,
         listener: RunListener | None = None,
         seed: Mapping[str, StepResult] | None = None,
     ) -> None:
@@ -64,18 +61,13 @@ class Coordinator:
         self.queues = queues
         self.resources = resources
         self.step_config = step_config
-        self.retry = retry
         self.listener = listener
-        self.state = RunState(plan)
+        self.state = RunState(plan, seed)
         self.inbox: queue.SimpleQueue[StepResult] = queue.SimpleQueue()
         self.local: deque[StepRequest] = deque()
-        self.timers: list[tuple[float, int, Step]] = []
         self.in_flight = 0
-        self.throttles: dict[str, _Throttle] = {}
-        self.interruptions: dict[str, int] = {}  # step key -> attempts stopped by another step's dying process
         self.log = get_logger().bind(run_id=run_id)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.seed = dict(seed or {})  # final results of a resumed run: those steps do not run again
 
     # -- the loop ---------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -88,37 +80,23 @@ class Coordinator:
             for step in self.plan.steps.values():
                 self.listener("planned", step, None)
         try:
-            self._dispatch_all(self._seeded() if self.seed else self.state.initial_ready())
+            self._dispatch_all(self.state.begin())
             while self._has_work():
                 self._drain_inbox()
                 if self.local:
                     self._run_local(self.local.popleft())
                     continue
-                self._release_due_timers()
+                self._dispatch_all(self.state.due(time.monotonic()))
+                due = self.state.next_due()
                 if self.in_flight:
-                    self._wait_for_result()
-                elif self.timers:
-                    time.sleep(max(0.0, self.timers[0][0] - time.monotonic()))
+                    self._wait_for_result(due)
+                elif due is not None:
+                    time.sleep(max(0.0, due - time.monotonic()))
         finally:
             if self._loop is not None:
                 self._loop.close()
         self._fire_graph_hooks()
         return self._run_result()
-
-    def _seeded(self) -> list[Step]:
-        """Record the stored results of a resumed run; the steps still to run that are ready."""
-        for key, step in list(self.plan.steps.items()):
-            result = self.seed.get(key)
-            if result is not None and self.state.status[key] == "pending":
-                if step.fan_out_source is not None:  # its instances are what the collect step reads
-                    instances = self._instances(step)
-                    self.state.add_instances(step, instances)
-                    for instance in instances:
-                        self._seed_instance(instance)
-                self.state.start(step)
-                self.state.finish(result)
-        return [step for key, step in self.plan.steps.items()
-                if self.state.status[key] == "pending" and self.state.waiting[key] == 0]
 
     def _fire_graph_hooks(self) -> None:
         """A graph asset's hooks fire once per run: failure if any internal task failed, else success."""
@@ -141,7 +119,7 @@ class Coordinator:
             fire_hooks(graph.hooks, HookContext(name, self.run_id, output, error, {}, None))
 
     def _has_work(self) -> bool:
-        return bool(self.local or self.in_flight or self.timers)
+        return bool(self.local or self.in_flight or self.state.timers)
 
     def _drain_inbox(self) -> None:
         while True:
@@ -152,20 +130,14 @@ class Coordinator:
             self.in_flight -= 1
             self._settle(result)
 
-    def _wait_for_result(self) -> None:
-        timeout = max(0.0, self.timers[0][0] - time.monotonic()) if self.timers else None
+    def _wait_for_result(self, due: float | None) -> None:
+        timeout = max(0.0, due - time.monotonic()) if due is not None else None
         try:
             result = self.inbox.get(timeout=timeout)
         except queue.Empty:
             return
         self.in_flight -= 1
         self._settle(result)
-
-    def _release_due_timers(self) -> None:
-        now = time.monotonic()
-        while self.timers and self.timers[0][0] <= now:
-            _, _, step = heapq.heappop(self.timers)
-            self._dispatch(step)
 
     # -- dispatch ---------------------------------------------------------------------------
     def _dispatch_all(self, steps: list[Step]) -> None:
@@ -176,9 +148,9 @@ class Coordinator:
         if step.fan_out_source is not None:
             self._expand(step)
             return
-        if step.instance_of is not None and not self._throttle_admits(step):
-            return
-        attempt = self.state.start(step)
+        attempt = self.state.admit(step)
+        if attempt is None:
+            return  # an instance waiting for its turn under max_concurrency
         request = StepRequest(step, self._call(step, attempt), self.inbox.put)
         self.log.debug("step.queued", step_key=step.key, executor=step.executor, attempt=attempt)
         if step.executor == "in_process":
@@ -192,66 +164,23 @@ class Coordinator:
     # -- fan-out ----------------------------------------------------------------------------
     def _expand(self, mapped: Step) -> None:
         """A mapped step never runs: it becomes one instance step per item of its source."""
-        self.state.start(mapped)
         try:
-            instances = self._instances(mapped)
+            keys = self.state.source_keys(mapped)
+            if keys is None:  # the source was not produced in this run: read it through its handler
+                item_param = next(p for p in mapped.node.params if p.kind == "item")
+                assert item_param.handler is not None and mapped.fan_out_source is not None
+                value = item_param.handler.load_input(InputContext(mapped.fan_out_source, mapped.key,
+                                                                   item_param.metadata))
+                keys = fan_out_keys(mapped.fan_out_source, value)
         except Exception as exc:  # noqa: BLE001 - the mapped step fails, its downstream is skipped
+            self.state.start(mapped)
             self._settle(StepResult.failed(self.run_id, mapped.key, 1, mapped.outputs, exc))
             return
-        self.state.add_instances(mapped, instances)
-        limit = getattr(mapped.node.definition, "max_concurrency", None)
-        if limit is not None:
-            self.throttles[mapped.key] = _Throttle(limit)
-        self.log.info("step.fanned_out", step_key=mapped.key, instances=len(instances))
-        to_run = [step for step in instances if not self._seed_instance(step)]
-        if not to_run:  # no items, or a resumed run that had finished them all
-            self._settle(self.state.mapped_result(mapped.key).model_copy(update={"run_id": self.run_id}))
-            return
+        to_run, done = self.state.expand(mapped, keys, getattr(mapped.node.definition, "max_concurrency", None))
+        self.log.info("step.fanned_out", step_key=mapped.key, instances=len(keys))
+        if done is not None:
+            self._settle(done.model_copy(update={"run_id": self.run_id}))
         self._dispatch_all(to_run)
-
-    def _instances(self, mapped: Step) -> list[Step]:
-        """One step per item of the mapped step's source, keyed by DynamicOutput keys or positions."""
-        source = mapped.fan_out_source
-        assert source is not None
-        keys = self.state.fan_out_keys.get(source)
-        if keys is None:  # the source was not produced in this run: read it through its handler
-            item_param = next(p for p in mapped.node.params if p.kind == "item")
-            assert item_param.handler is not None
-            value = item_param.handler.load_input(InputContext(source, mapped.key, item_param.metadata))
-            keys = fan_out_keys(source, value)
-        return [
-            dataclasses.replace(mapped, key=f"{mapped.key}__{key}", outputs=(f"{mapped.key}__{key}",),
-                                needs=frozenset(), instance_of=mapped.key, index=index)
-            for index, key in enumerate(keys)
-        ]
-
-    def _seed_instance(self, step: Step) -> bool:
-        """Record a stored final result of an instance (a resumed run); False when it still has to run."""
-        stored = self.seed.get(step.key)
-        if stored is None:
-            return False
-        self.state.start(step)
-        self.state.finish(stored)
-        self.state.instance_finished(step)
-        return True
-
-    def _throttle_admits(self, step: Step) -> bool:
-        throttle = self.throttles.get(step.instance_of or "")
-        if throttle is None or step.key in throttle.running:
-            return True
-        if len(throttle.running) >= throttle.limit:
-            throttle.waiting.append(step)
-            return False
-        throttle.running.add(step.key)
-        return True
-
-    def _release_throttle(self, step: Step) -> None:
-        throttle = self.throttles.get(step.instance_of or "")
-        if throttle is None:
-            return
-        throttle.running.discard(step.key)
-        if throttle.waiting:
-            self._dispatch(throttle.waiting.popleft())
 
     def _call(self, step: Step, attempt: int) -> StepCall:
         node = step.node
@@ -273,7 +202,7 @@ class Coordinator:
             run_id=self.run_id, step_key=step.key, attempt=attempt, definition=definition,
             params=params, outputs=outputs, resources=self.resources, context_type=node.context_type,
             config_type=node.config_type, config=self.step_config.get(step.key), return_hint=node.return_hint,
-            retry=node.retry or self.retry,
+            retry=step.retry,
         )
 
     def _member_call(self, node: ResolvedNode, attempt: int) -> StepCall:
@@ -295,7 +224,7 @@ class Coordinator:
             run_id=self.run_id, step_key=step.key, attempt=attempt, definition=node.definition, params=params,
             outputs=outputs, resources=self.resources, context_type=node.context_type,
             config_type=node.config_type, config=config, return_hint=node.return_hint,
-            retry=node.retry or self.retry,
+            retry=step.retry,
         )
 
     def _run_local(self, request: StepRequest) -> None:
@@ -312,52 +241,26 @@ class Coordinator:
 
     # -- results ----------------------------------------------------------------------------
     def _settle(self, result: StepResult) -> None:
-        step = self.plan.steps[result.step_key]
-        if result.status == "failed" and step.fan_out_source is None and self._should_retry(step, result):
-            policy = step.node.retry or self.retry
-            interrupted = result.error is not None and result.error.interrupted
-            delay = policy.delay(result.attempt) if policy and not interrupted else 0.0
+        settled = self.state.settle(result, time.monotonic())
+        if settled.retry_in is not None:
+            step = self.plan.steps[result.step_key]
             self.log.warning("step.retrying", step_key=step.key, executor=step.executor, attempt=result.attempt,
-                             delay_s=delay, error=result.error.summary() if result.error else None)
-            heapq.heappush(self.timers, (time.monotonic() + delay, id(result), step))
+                             delay_s=settled.retry_in, error=result.error.summary() if result.error else None)
             return
-        event = "step.succeeded" if result.status == "succeeded" else "step.failed"
-        fields: dict[str, Any] = {"step_key": step.key, "executor": step.executor, "attempt": result.attempt,
-                                  "duration_s": round(result.duration_s, 6)}
-        if result.error is not None:
-            fields["error"] = result.error.summary()
-        (self.log.info if result.status == "succeeded" else self.log.error)(event, **fields)
-        ready, skipped = self.state.finish(result)
-        self._notify(result.status, step, result)
-        if step.instance_of is not None:
-            self._release_throttle(step)
-            mapped_result = self.state.instance_finished(step)
-            if mapped_result is not None:
-                self._settle(mapped_result.model_copy(update={"run_id": self.run_id}))
-        for key in skipped:
+        for final in settled.finals:
+            step = self.plan.steps[final.step_key]
+            event = "step.succeeded" if final.status == "succeeded" else "step.failed"
+            fields: dict[str, Any] = {"step_key": step.key, "executor": step.executor, "attempt": final.attempt,
+                                      "duration_s": round(final.duration_s, 6)}
+            if final.error is not None:
+                fields["error"] = final.error.summary()
+            (self.log.info if final.status == "succeeded" else self.log.error)(event, **fields)
+            self._notify(final.status, step, final)
+        for key in settled.skipped:
             self.log.warning("step.skipped", step_key=key, executor=self.plan.steps[key].executor,
                              reason="upstream dependency failed")
             self._notify("skipped", self.plan.steps[key], None)
-        self._dispatch_all(ready)
-
-    def _should_retry(self, step: Step, result: StepResult) -> bool:
-        """The step's policy decides (without one: INFRA_RETRIES for a dead worker or a lost lease, else none).
-
-        An attempt stopped because another step's process died beside it is not the step's failure: it runs again.
-        """
-        policy = step.node.retry or self.retry
-        error = result.error
-        if error is not None and error.interrupted:  # another step's crash stopped it: not one of its attempts
-            stopped = self.interruptions[step.key] = self.interruptions.get(step.key, 0) + 1
-            if stopped <= defaults.MAX_INTERRUPTIONS:
-                return True
-        if policy is None:
-            lost = error is not None and error.infrastructure
-            counted = result.attempt - self.interruptions.get(step.key, 0)
-            return lost and counted <= defaults.INFRA_RETRIES
-        if result.attempt - self.interruptions.get(step.key, 0) > policy.max_retries:
-            return False
-        return policy.retries(exception_type(result))
+        self._dispatch_all(settled.ready)
 
     def _notify(self, event: str, step: Step, result: StepResult | None) -> None:
         if self.listener is not None:
@@ -377,41 +280,13 @@ class Coordinator:
         return failure_exception(self.state.failures[0])
 
 
-@dataclasses.dataclass
-class _Throttle:
-    """At most `limit` instances of one mapped step in flight (max_concurrency)."""
-
-    limit: int
-    running: set[str] = dataclasses.field(default_factory=set)
-    waiting: deque[Step] = dataclasses.field(default_factory=deque)
-
-
-def exception_type(result: StepResult) -> type[BaseException] | None:
-    if result.exception is not None:
-        return type(result.exception)
-    if result.error is None:
-        return None
-    return _import_exception_class(result.error)
-
-
-def _import_exception_class(error: StepError) -> type[BaseException] | None:
-    """The exception class a report names, if its module is already imported here: a report never imports."""
-    found: Any = sys.modules.get(error.module)
-    try:
-        for part in error.type.split("."):
-            found = getattr(found, part)
-    except AttributeError:
-        return None
-    return found if isinstance(found, type) and issubclass(found, BaseException) else None
-
-
 def failure_exception(result: StepResult) -> BaseException:
     """The original exception of a failed step, or one of the same type rebuilt from its report."""
     if result.exception is not None:
         return result.exception
     error = result.error
     assert error is not None
-    cls = _import_exception_class(error)
+    cls = imported_exception_class(error.module, error.type)
     try:
         exc = cls(error.message) if cls is not None else ExecutionError(error.summary())
     except Exception:  # noqa: BLE001 - a class whose constructor wants other arguments

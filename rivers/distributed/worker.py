@@ -42,14 +42,16 @@ from rivers.queues import keys, rq_view
 from rivers.results import StepError, StepResult
 from rivers.spec import UnreadableSpec, read_spec
 
-# Claim popped jobs atomically: a job whose hash is gone (cancelled, or failed by the coordinator) is skipped.
+# Claim popped jobs atomically: only a queued job is claimed. One whose hash is gone (cancelled, or failed by the
+# coordinator) or that already ran (its id pushed again: a replay) is skipped.
 # ARGV: worker, lease ms, now (RQ time), now (epoch s), queue name, ids...
 CLAIM_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
 local out = {{}}
 for i = 6, #ARGV do
   local id = ARGV[i]
-  local found = redis.call('HMGET', '{keys.RQ_JOB_PREFIX}' .. id, '{keys.JOB_DATA}', '{keys.JOB_SIGNATURE}')
-  if found[1] then
+  local found = redis.call('HMGET', '{keys.RQ_JOB_PREFIX}' .. id, '{keys.JOB_DATA}', '{keys.JOB_SIGNATURE}',
+                          '{keys.JOB_STATUS}')
+  if found[1] and found[3] == '{keys.QUEUED}' then
     redis.call('SET', '{keys.LEASE_PREFIX}' .. id, ARGV[1], 'PX', ARGV[2])
     rq_started(ARGV[5], id, ARGV[1], ARGV[4], ARGV[3], {defaults.RQ_STARTED_TTL_S})
     out[#out + 1] = id

@@ -1,7 +1,27 @@
-"""Every Redis key rivers uses, in one place.
+"""Every Redis key, hash field and status rivers uses, in one place; and the life of a step's job.
 
-Step queues are RQ queues, so RQ's own names (`rq:queue:<name>`, `rq:job:<id>`) hold the queued
-jobs and rq-dashboard can show them; everything else rivers adds lives under `rivers:`.
+Step queues are RQ queues, so RQ's own names (`rq:queue:<name>`, `rq:job:<id>`, its registries and
+worker hashes: rq_view.py) hold the jobs and RQ's tools show them; everything else lives under `rivers:`.
+
+One attempt of one step is one job; its id is the attempt's fencing token (a retry is a new job):
+
+    coordinator: HSET rq:job:<id> (signed) + RPUSH rq:queue:rivers:<executor>        status QUEUED
+        │          HSET rivers:run:<run>:jobs <step> <id>    (a coordinator taking the run over finds it)
+        ▼
+    worker: BLMPOP + CLAIM script: SET rivers:lease:<id> <worker> PX LEASE_MS        status STARTED
+        │   (renewed every HEARTBEAT_S; only the holder of the lease may write outputs or report)
+        ├─ reported: REPORT script, only while the lease names this worker:        status FINISHED | FAILED
+        │     RPUSH rivers:run:<run>:results + HSET rivers:run:<run>:reports <id>, DEL lease
+        ├─ lost: the lease expired (worker dead, paused, cut off) and the coordinator's watcher saw it twice:
+        │     the coordinator fails the attempt (infrastructure) and retries as a new job; status FAILED;
+        │     a late report of the old attempt is refused by the REPORT script (its lease is gone)
+        ├─ refused: unsigned, mis-signed, oversized or not a rivers step: status FAILED with exc_info; the
+        │     coordinator fails the step with that reason (nothing of the job was run or imported)
+        └─ handed back: second SIGTERM: DEL lease, LPUSH back on the queue                status QUEUED
+
+Exactly one report reaches the run: the coordinator takes a job id out of its pending table once, whether the
+report came from the results list, from the reports hash (a list message taken by a coordinator that died), or
+from its own watcher (lost, vanished, refused, never picked up).
 """
 
 from __future__ import annotations
