@@ -54,6 +54,9 @@ def job_fields(job_id: str, spec_json: str, reply_to: str, queue: str, descripti
 
 def decode_job(job_id: str, data: bytes, signature: bytes | None, key: bytes | None) -> StepJob:
     """A claimed job's step, or RefusedJob: checked signature first, then a bounded decompression."""
+    if key is None and signature:
+        raise RefusedJob(f"job {job_id} is signed, but this worker has no RIVERS_SECRET to check it with: "
+                         "set the coordinators' RIVERS_SECRET on every worker")
     if key is not None:
         if signature is None:
             raise RefusedJob(f"job {job_id} is not signed and RIVERS_SECRET is set: refusing it")

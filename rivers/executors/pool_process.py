@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import os
+import threading
 import time
 
 import cloudpickle
@@ -27,6 +28,7 @@ from rivers.runtime import Fence, StepCall, run_step, run_step_async
 from rivers.spec import UnreadableSpec, call_from_spec, read_spec
 
 STATUS_WIDTH = 64  # bytes of a status file: a ticket, space-padded (tickets are shorter)
+PARENT_POLL_S = 0.5  # how soon a pool process notices that the process owning its pool is gone
 _status_fd: int | None = None
 _fence_factory: FenceFactory | None = None
 _loop: asyncio.AbstractEventLoop | None = None
@@ -45,9 +47,22 @@ def initialize(key: bytes, status_dir: str, log_level: int, fence_factory: Fence
     signing.use_key(key)
     _fence_factory = fence_factory
     _status_fd = os.open(os.path.join(status_dir, str(os.getpid())), os.O_RDWR | os.O_CREAT, 0o600)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="rivers-parent-watch", daemon=True).start()
     for name in ("rivers.assets", "rivers.tasks"):  # context.log records must reach the step's capture
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(log_level)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this pool process once the process owning the pool is gone (a SIGKILLed worker takes its pool along).
+
+    loky's processes never check for their parent: an idle one would wait for work forever, a busy one finish
+    a step whose lease has gone with its worker. A thread watching the parent pid, unlike PR_SET_PDEATHSIG,
+    does not fire when the thread that happened to start the process ends.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 def run_spec(spec_json: str, ticket: str) -> tuple[str, bytes | None]:

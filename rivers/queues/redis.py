@@ -185,34 +185,38 @@ class RedisHub:
                 self.log.warning("redis.listener_error", error=repr(exc))
                 time.sleep(defaults.REDIS_BACKOFF_CAP_S)
 
-    def deliver(self, message: bytes) -> None:
-        """Report a worker's message to its step; a malformed, unsigned or foreign one is logged and skipped."""
+    def deliver(self, message: bytes) -> bool:
+        """Report a worker's message to its step; a malformed, unsigned or foreign one is logged and skipped.
+
+        False when the message was refused: not a report, or not signed with this coordinator's secret.
+        """
         try:
             job_id, result_json = decode_report(message, signing.deployment_key())
         except ValueError as exc:
             self.log.error("redis.report_refused", error=str(exc), message=bytes(message[:120]))
-            return
+            return False
         with self._lock:
             pending = self.pending.get(job_id)
         if pending is None:
-            return  # already reported (lease expired, cancelled): a late duplicate
+            return True  # already reported (lease expired, cancelled): a late duplicate
         call = pending.request.call
         try:
             result = StepResult.model_validate_json(result_json)
         except ValueError as exc:
             self.log.error("redis.report_unreadable", job_id=job_id, step_key=call.step_key, error=str(exc)[:300])
-            return
+            return True
         if (result.run_id, result.step_key) != (call.run_id, call.step_key):
             if result.step_key or result.error is None:  # another step's report under this job id: not ours
                 self.log.error("redis.report_foreign", job_id=job_id, step_key=call.step_key,
                                reported_step=result.step_key)
-                return
+                return True
             # a worker that could not read the spec could not name the step: its error is this step's
             error = result.error
             result = StepResult.failed(call.run_id, call.step_key, call.attempt, [s.name for s in call.outputs],
                                        SpecError(error.message))
         if self._take(job_id) is not None:
             pending.request.report(result)
+        return True
 
     def _take(self, job_id: str) -> _Pending | None:
         with self._lock:
@@ -259,8 +263,12 @@ class RedisHub:
             (status, worker, refusal), leased, reported = replies[3 * index: 3 * index + 3]
             if reported:
                 pending.reported += 1
-                if pending.reported >= 2:  # its list message was taken by a coordinator that died, or is lost
-                    self.deliver_stored(pending)
+                # its list message was taken by a coordinator that died, or is lost: the stored copy stands
+                if pending.reported >= 2 and not self.deliver_stored(pending) and not leased:
+                    self.fail(pending.job_id, ExecutionError(
+                        f"worker {(worker or b'?').decode()} reported step '{pending.request.step.key}', but the "
+                        f"report is not signed with this coordinator's {defaults.SECRET_ENV}: start every worker "
+                        f"with the same {defaults.SECRET_ENV}"), False)
                 continue
             if status is None:  # the job hash is gone and nothing was reported: Redis lost it
                 pending.misses += 1
@@ -284,10 +292,10 @@ class RedisHub:
         if overdue:
             self._check_overdue(overdue)
 
-    def deliver_stored(self, pending: _Pending) -> None:
+    def deliver_stored(self, pending: _Pending) -> bool:
+        """Deliver the copy of a report kept in the run's reports hash; False if there is none or it is refused."""
         message = self.client.hget(keys.run_reports_key(pending.request.call.run_id), pending.job_id)
-        if message is not None:
-            self.deliver(message)
+        return message is not None and self.deliver(message)
 
     def _lost(self, pending: _Pending) -> None:
         seconds = defaults.LEASE_MS / 1000
