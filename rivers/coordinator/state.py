@@ -185,9 +185,10 @@ class RunState:
         error = result.error
         if result.status != "failed" or error is None or step.fan_out_source is not None:
             return None
-        if error.interrupted:
-            stopped = self.interruptions[step.key] = self.interruptions.get(step.key, 0) + 1
+        if error.interrupted:  # past MAX_INTERRUPTIONS, an interruption counts as an ordinary failure
+            stopped = self.interruptions.get(step.key, 0) + 1
             if stopped <= defaults.MAX_INTERRUPTIONS:
+                self.interruptions[step.key] = stopped
                 return 0.0
         counted = result.attempt - self.interruptions.get(step.key, 0)
         policy = step.retry
