@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 INFRA_RETRIES = 2  # retries of a step whose worker died or lost its lease, for steps without a retry policy
-MAX_INTERRUPTIONS = 20  # retries of a step stopped because another step's process died in the same pool
 LOG_FORMAT_ENV = "RIVERS_LOG_FORMAT"  # console | json
 LOG_LEVEL_ENV = "RIVERS_LOG_LEVEL"  # DEBUG | INFO | WARNING | ERROR
 REDIS_URL_ENV = "RIVERS_REDIS_URL"
@@ -24,6 +23,7 @@ HEARTBEAT_S = 1.0  # worker: lease renewal and "I consume this queue" heartbeat
 WORKER_TTL_MS = 5000  # a worker that stopped heartbeating no longer counts as a consumer
 WATCH_INTERVAL_S = 1.0  # coordinator: how often it checks the leases of in-flight steps
 PICKUP_TIMEOUT_S = float(os.environ.get("RIVERS_PICKUP_TIMEOUT_S", "60"))  # unclaimed, no consumer -> failed
+PREFETCH = 1  # worker: jobs claimed per pool slot beyond the running ones, so a slot never waits for Redis
 WORKER_BLOCK_S = 1.0  # worker: longest wait for a job before it looks at its signals again
 RESULT_TTL_S = 24 * 3600  # results list and reports of a run, kept for a coordinator that takes the run over
 FINISHED_JOB_TTL_S = 3600  # a job hash after its step reported (RQ's finished/failed registries show it meanwhile)

@@ -21,19 +21,17 @@ class StepError(BaseModel):
     message: str
     traceback: str = ""
     infrastructure: bool = False  # the worker died or could not run the step at all
-    interrupted: bool = False  # stopped because another step's process died beside it: never its own failure
 
     @classmethod
     def from_exception(
-        cls, exc: BaseException, *, infrastructure: bool = False, interrupted: bool = False
+        cls, exc: BaseException, *, infrastructure: bool = False
     ) -> StepError:
         return cls(
             type=type(exc).__qualname__,
             module=type(exc).__module__,
             message=str(exc),
             traceback="".join(traceback.format_exception(exc)),
-            infrastructure=infrastructure or interrupted,
-            interrupted=interrupted,
+            infrastructure=infrastructure,
         )
 
     def summary(self) -> str:
@@ -79,10 +77,10 @@ class StepResult(BaseModel):
     @classmethod
     def failed(
         cls, run_id: str, step_key: str, attempt: int, outputs: Iterable[str], exc: BaseException, *,
-        infrastructure: bool = False, interrupted: bool = False,
+        infrastructure: bool = False,
     ) -> StepResult:
         """The report of an attempt that failed before (or outside) the step runtime: every output fails."""
-        error = StepError.from_exception(exc, infrastructure=infrastructure, interrupted=interrupted)
+        error = StepError.from_exception(exc, infrastructure=infrastructure)
         return cls(
             run_id=run_id, step_key=step_key, attempt=attempt, status="failed",
             outputs=[OutputResult(name=name, status="failed", error=error) for name in outputs],

@@ -83,10 +83,12 @@ class Coordinator:
             self._dispatch_all(self.state.begin())
             while self._has_work():
                 self._drain_inbox()
+                self._dispatch_all(self.state.due(time.monotonic()))
+                for step_queue in self.queues.values():  # what was dispatched leaves before anything waits
+                    step_queue.flush()
                 if self.local:
                     self._run_local(self.local.popleft())
                     continue
-                self._dispatch_all(self.state.due(time.monotonic()))
                 due = self.state.next_due()
                 if self.in_flight:
                     self._wait_for_result(due)

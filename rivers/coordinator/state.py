@@ -52,7 +52,6 @@ class RunState:
         self.output_status: dict[str, str] = {}
         self.results: dict[str, StepResult] = {}
         self.attempts: dict[str, int] = dict.fromkeys(plan.steps, 0)
-        self.interruptions: dict[str, int] = {}  # step key -> attempts stopped by another step's dying process
         self.failures: list[StepResult] = []  # final failures, in the order they happened
         self.fan_out_keys: dict[str, list[str]] = {}  # fan-out source output -> instance keys
         self.instances: dict[str, list[str]] = {}  # mapped step -> its instance steps, in source order
@@ -179,24 +178,17 @@ class RunState:
     def retry_delay(self, step: Step, result: StepResult) -> float | None:
         """Seconds until the next attempt of a failed step, or None when this failure is final.
 
-        The step's policy decides; without one, a dead worker or a lost lease gets INFRA_RETRIES. An attempt
-        stopped because another step's process died beside it is not the step's failure: it runs again at once.
+        The step's policy decides; without one, a dead worker or a lost lease gets INFRA_RETRIES.
         """
         error = result.error
         if result.status != "failed" or error is None or step.fan_out_source is not None:
             return None
-        if error.interrupted:  # past MAX_INTERRUPTIONS, an interruption counts as an ordinary failure
-            stopped = self.interruptions.get(step.key, 0) + 1
-            if stopped <= defaults.MAX_INTERRUPTIONS:
-                self.interruptions[step.key] = stopped
-                return 0.0
-        counted = result.attempt - self.interruptions.get(step.key, 0)
         policy = step.retry
         if policy is None:
-            return 0.0 if error.infrastructure and counted <= defaults.INFRA_RETRIES else None
-        if counted > policy.max_retries or not policy.retries(exception_type(result)):
+            return 0.0 if error.infrastructure and result.attempt <= defaults.INFRA_RETRIES else None
+        if result.attempt > policy.max_retries or not policy.retries(exception_type(result)):
             return None
-        return policy.delay(counted)
+        return policy.delay(result.attempt)
 
     def due(self, now: float) -> list[Step]:
         """Steps whose retry backoff has passed: dispatch them again."""

@@ -4,8 +4,9 @@
         ──> CLAIM script: for each id whose job hash still exists: lease (PX, value = this worker), job started
         ──> decode_job: signature (RIVERS_SECRET) over the exact bytes, bounded decompression, a rivers step?
               refused ──> job failed in Redis, nothing run, nothing reported (its sender is unknown)
-        ──> read_spec: protocol and schema (pure data); unreadable ──> the step fails at once (SpecError)
-        ──> pool.submit(job id, spec JSON, reply)      (pool.py: user code runs only in pool processes)
+        ──> pool.submit(job id, spec JSON, reply)      (pool.py: user code runs only in pool processes;
+              a spec of another protocol or schema fails there at once, naming the field and both versions)
+    up to PREFETCH jobs per slot beyond the running ones wait in the pool's queue, their leases renewed
     reporter thread: REPORT script per batch: for each report whose lease this worker still holds:
         RPUSH the signed report, HSET it in the run's reports, DEL lease, job finished | failed
         (a report whose lease is gone is stale: dropped, the coordinator has retried the step)
@@ -29,18 +30,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
 from rivers.distributed.fence import LeaseFence
 from rivers.distributed.jobs import StepJob, decode_job, encode_report
 from rivers.exceptions import RefusedJob
-from rivers.executors.pool import ProcessPool
+from rivers.executors.pool import PoolResult, ProcessPool
 from rivers.logs import get_logger
 from rivers.queues import keys, rq_view
-from rivers.results import StepError, StepResult
-from rivers.spec import UnreadableSpec, read_spec
 
 # Claim popped jobs atomically: only a queued job is claimed. One whose hash is gone (cancelled, or failed by the
 # coordinator) or that already ran (its id pushed again: a replay) is skipped.
@@ -104,19 +101,6 @@ end
 """
 
 
-class _ResultHeader(BaseModel):
-    """What the worker reads of a report it forwards: the failure, for RQ's failed registry."""
-
-    model_config = ConfigDict(extra="ignore")
-    status: str = "failed"
-    error: StepError | None = None
-
-    def failure(self) -> str:
-        if self.status == "succeeded":
-            return ""
-        return self.error.summary() if self.error is not None else "failed"
-
-
 class Worker:
     """One `rivers-worker` process."""
 
@@ -136,7 +120,7 @@ class Worker:
         self._release: Any = None
         self._cond = threading.Condition()
         self._held: dict[str, StepJob] = {}  # job id -> job running here
-        self._reports: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()  # (job id, result JSON)
+        self._reports: queue.SimpleQueue[tuple[str, PoolResult] | None] = queue.SimpleQueue()
         self._stopping = False  # first SIGTERM
         self._handing_back = False  # second SIGTERM
         self._done = threading.Event()
@@ -198,10 +182,12 @@ class Worker:
                 self._start(claimed[index].decode(), claimed[index + 1], claimed[index + 2] or None)
 
     def _wait_for_slot(self) -> int:
+        """How many jobs to claim: the free slots, plus PREFETCH per slot waiting in the pool's queue."""
+        limit = self.concurrency * (1 + defaults.PREFETCH)
         with self._cond:
-            while len(self._held) >= self.concurrency and not self._stopping:
+            while len(self._held) >= limit and not self._stopping:
                 self._cond.wait(0.5)
-            return 0 if self._stopping else self.concurrency - len(self._held)
+            return 0 if self._stopping else limit - len(self._held)
 
     def _drain(self) -> None:
         """After the first SIGTERM: wait for running steps; after a second one, hand them back."""
@@ -247,19 +233,11 @@ class Worker:
             return
         with self._cond:
             self._held[job_id] = job
-        try:
-            read_spec(job.spec_json)  # pure data: the protocol and schema, before a pool process is spent on it
-        except UnreadableSpec as exc:
-            header = exc.header
-            result = StepResult.failed(header.run_id, header.step_key, header.attempt, header.output_names, exc)
-            self.log.error("worker.unreadable_spec", job_id=job_id, error=str(exc))
-            self._reports.put((job_id, result.model_dump_json()))
-            return
         assert self.pool is not None
         self.pool.submit(job_id, job.spec_json, self._on_reply)
 
-    def _on_reply(self, job_id: str, result_json: str, _exception: bytes | None) -> None:
-        self._reports.put((job_id, result_json))
+    def _on_reply(self, job_id: str, result: PoolResult) -> None:
+        self._reports.put((job_id, result))
 
     # -- reporting and heartbeats --------------------------------------------------------------
     def _report_loop(self) -> None:
@@ -279,19 +257,17 @@ class Worker:
         finally:
             self._done.set()
 
-    def _send(self, batch: list[tuple[str, str]]) -> None:
+    def _send(self, batch: list[tuple[str, PoolResult]]) -> None:
         with self._cond:
-            mine = [(job_id, result_json, self._held.pop(job_id)) for job_id, result_json in batch
-                    if job_id in self._held]
+            mine = [(job_id, result, self._held.pop(job_id)) for job_id, result in batch if job_id in self._held]
             self._cond.notify_all()
         if not mine:
             return
         args: list[Any] = [self.name, rq_view.rq_time(), time.time(), self.queue]
-        for job_id, result_json, job in mine:
-            failure = _ResultHeader.model_validate_json(result_json).failure()
+        for job_id, result, job in mine:
             args += [job_id, job.reply_to, keys.reports_key_of(job.reply_to),
-                     encode_report(job_id, result_json, self.key), failure,
-                     rq_view.exc_string_field(failure) if failure else ""]
+                     encode_report(job_id, result.result_json, self.key), result.failure,
+                     rq_view.exc_string_field(result.failure) if result.failure else ""]
         try:
             stale = self._report(args=args)
         except Exception as exc:  # noqa: BLE001 - Redis gone past the retries: the leases expire, steps re-run

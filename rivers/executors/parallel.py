@@ -3,7 +3,7 @@
     coordinator ── put(request) ─┬─ sync ──> spec_from_call ─> JSON ─> pool.submit(ticket, json, reply)
                                  │                                          │ (pool.py: a process per step
                                  │                                          ▼  at a time; death -> one step)
-                                 │           reply(ticket, StepResult JSON, pickled exception) ─┐
+                                 │           reply(ticket, PoolResult: result JSON, exception) ─┐
                                  └─ async ─> event-loop thread: asyncio task, at most            │
                                              max_async_concurrent, runs run_step_async on the     │
                                              live StepCall                                        │
@@ -22,7 +22,7 @@ import threading
 
 from rivers.definitions.executors import Parallel
 from rivers.exceptions import ExecutionError, SpecError
-from rivers.executors.pool import ProcessPool
+from rivers.executors.pool import PoolResult, ProcessPool
 from rivers.queues.base import StepRequest
 from rivers.results import RemoteTraceback, StepResult
 from rivers.runtime import StepCall, run_step_async
@@ -134,11 +134,14 @@ class ParallelQueue:
             self._requests[ticket] = request
         self.pool.submit(ticket, spec_json, self._reply)
 
-    def _reply(self, ticket: str, result_json: str, exc_bytes: bytes | None) -> None:
+    def _reply(self, ticket: str, result: PoolResult) -> None:
         with self._lock:
             request = self._requests.pop(ticket, None)
         if request is not None:
-            request.report(_decode(result_json, exc_bytes))
+            request.report(_decode(result.result_json, result.exception))
+
+    def flush(self) -> None:
+        """Nothing to do: a put reaches the pool at once."""
 
     def cancel_run(self, run_id: str) -> None:
         with self._lock:

@@ -1,271 +1,255 @@
-"""A loky process pool with a narrow contract: `submit(ticket, spec JSON, reply)`; the reply gets result JSON.
+"""A pool of step processes with a narrow contract: `submit(ticket, spec JSON, reply)`, one step per process at a time.
 
-    submit(ticket, spec_json, reply) ──> loky: run_spec(spec_json, ticket) in a pool process
-                                              │ (its status file <pid> holds the ticket while the step runs)
-    reply(ticket, StepResult JSON, pickled exception | None) <── done-callback (loky's manager thread)
-        pool broken? the status files of dead pids name the ticket(s) that died with their process;
-        every in-flight ticket of that pool is reported failed (infrastructure), named for what happened;
-        the next submit starts a fresh pool. The pool never resubmits: the coordinator decides retries.
+    submit(ticket, spec_json, reply) ──> a free process's pipe gets (ticket, spec_json)   (none free: a FIFO)
+                                           │ pool process (pool_process.serve): run_spec -> result
+    reader thread: wait() on every process's pipe and sentinel
+        a result ──> reply(ticket, PoolResult); the process takes the next waiting ticket
+        a death  ──> reply(ticket, WorkerLost naming the exit code or signal) for the ticket that process
+                     ran, and no other; a fresh process takes its place
 
-The pool reads nothing of a spec but, when it must report a failure itself, the step's identity
-(`spec.read_header`). It never imports user code in the process that owns it.
+A process runs one ticket at a time and the pool knows which, so a death is attributed without guessing
+and the other processes go on: a crash costs exactly its own step. The pool never resubmits: the
+coordinator decides retries. It reads nothing of a spec but, when it must report a failure itself, the
+step's identity (`spec.read_header`); it never imports user code in the process that owns it.
 
-We own our loky ProcessPoolExecutor instead of using `get_reusable_executor`: the reusable executor is
-global, and other code (joblib, another library) may resize or shut it down under us.
+Processes are started with loky's process context (a clean spawn, cloudpickle-aware, resource tracking);
+the dispatch is ours, because loky's executor breaks the whole pool when one process dies and hands each
+task through two threads of the parent.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import re
-import shutil
 import signal
-import tempfile
 import threading
-import weakref
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from loky import ProcessPoolExecutor
-from loky.process_executor import BrokenProcessPool
+from loky.backend.context import get_context
 
 from rivers import signing
 from rivers.exceptions import WorkerLost
-from rivers.executors.pool_process import FenceFactory, initialize, run_spec
+from rivers.executors.pool_process import STEP_PROCESS_NAME, FenceFactory, serve
 from rivers.logs import log_level
 from rivers.results import StepResult
 from rivers.spec import read_header
 
-STATUS_DIR_PREFIX = "rivers-parallel-"
+MAX_START_FAILURES = 3  # processes in a row that die before finishing any step: the pool cannot start
+SHUTDOWN_WAIT_S = 5.0
 
-Reply = Callable[[str, str, "bytes | None"], None]  # (ticket, StepResult JSON, pickled exception or None)
+
+@dataclass(frozen=True, slots=True)
+class PoolResult:
+    """What a pool process hands back for one ticket."""
+
+    result_json: str  # the StepResult
+    failure: str  # "<ExcType>: <message>" when the step failed, else ""
+    exception: bytes | None = None  # the pickled exception (embedded pools only), to re-raise with its own type
+
+
+Reply = Callable[[str, PoolResult], None]  # (ticket, result), called once per submitted ticket
 
 
 @dataclass(eq=False)
-class _Job:
+class _Task:
     ticket: str
     spec_json: str
     reply: Reply
-    generation: int
-    executor: ProcessPoolExecutor
-    future: Future[Any] | None = None
     cancelled: bool = False
 
 
-@dataclass
-class _Verdict:
-    """Why a pool generation broke: ticket -> message, for every ticket in flight there."""
+@dataclass(eq=False)
+class _Slot:
+    process: Any  # a LokyProcess (loky's spawn)
+    conn: Connection
+    task: _Task | None = None
+    finished: int = 0  # steps this process completed
+    killed: bool = False  # we killed it on purpose (its attempt lost its lease)
 
-    messages: dict[str, str] = field(default_factory=dict)
-    interrupted: set[str] = field(default_factory=set)  # stopped with the pool: another ticket's process died
+
+@dataclass
+class _State:
+    slots: list[_Slot] = field(default_factory=list)
+    waiting: deque[_Task] = field(default_factory=deque)
+    start_failures: int = 0
 
 
 class ProcessPool:
-    """Steps as spec JSON in a loky pool; a dead process fails its own step, the others are reported lost."""
+    """Steps as spec JSON in `max_workers` processes; a dead process fails its own step only."""
 
     def __init__(self, max_workers: int, fence_factory: FenceFactory | None = None) -> None:
         self.max_workers = max_workers
         self.fence_factory = fence_factory
-        self._lock = threading.RLock()
-        self._executor: ProcessPoolExecutor | None = None
-        self._generation = 0
-        self._retired: set[int] = set()  # generations whose pool broke: the next submit starts a new pool
-        self._verdicts: dict[int, _Verdict] = {}
-        self._jobs: dict[str, _Job] = {}  # ticket -> in-flight job
-        self._killed: set[str] = set()  # tickets whose process we killed on purpose
-        self._status_dir = _status_directory()
-        self._finalizer = weakref.finalize(self, shutil.rmtree, self._status_dir, True)
+        self._context = get_context("loky")
+        self._lock = threading.Lock()
+        self._state = _State()
+        self._started = False
+        self._closing = False
+        self._wake_r, self._wake_w = self._context.Pipe(duplex=False)
+        self._reader: threading.Thread | None = None
 
+    # -- the contract ---------------------------------------------------------------------------
     def submit(self, ticket: str, spec_json: str, reply: Reply) -> None:
         """Run the step `spec_json` describes; `reply` is called exactly once, from another thread."""
-        for _ in range(2):  # a pool may break between our check and loky's submit: then once more
-            with self._lock:
-                executor, generation = self._current_executor()
-                job = _Job(ticket, spec_json, reply, generation, executor)
-                self._jobs[ticket] = job
-            try:
-                job.future = executor.submit(run_spec, spec_json, ticket)
-            except BrokenProcessPool:
-                with self._lock:
-                    self._jobs.pop(ticket, None)
-                    self._retired.add(generation)
-                continue
-            job.future.add_done_callback(functools.partial(self._done, job))
-            return
-        self._fail(job, "the worker process pool could not be started")
+        task = _Task(ticket, spec_json, reply)
+        with self._lock:
+            if not self._started:
+                self._start()
+            if self._state.start_failures >= MAX_START_FAILURES:
+                refused = True
+            else:
+                refused = False
+                self._state.waiting.append(task)
+                self._dispatch()
+        if refused:
+            self._fail(task, "the worker processes of this pool cannot start (each died before running a step)")
 
     def cancel(self, ticket: str) -> None:
         """Withdraw a step that has not started; one that runs is left to finish, its reply dropped."""
         with self._lock:
-            job = self._jobs.get(ticket)
-        if job is not None:
-            job.cancelled = True
-            if job.future is not None:
-                job.future.cancel()
+            for task in self._state.waiting:
+                if task.ticket == ticket:
+                    self._state.waiting.remove(task)
+                    return
+            for slot in self._state.slots:
+                if slot.task is not None and slot.task.ticket == ticket:
+                    slot.task.cancelled = True
 
     def kill(self, ticket: str) -> bool:
         """SIGKILL the process running `ticket` (an attempt that lost its lease); False if none runs it."""
-        for pid, running in self._statuses().items():
-            if running == ticket:
-                with self._lock:
-                    self._killed.add(ticket)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                return True
-        return False
-
-    def _current_executor(self) -> tuple[ProcessPoolExecutor, int]:
-        if self._executor is None or self._generation in self._retired:
-            self._generation += 1
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.max_workers, initializer=initialize,
-                initargs=(signing.signing_key(), self._status_dir, log_level(), self.fence_factory),
-            )
-        return self._executor, self._generation
-
-    # -- results (called on loky's manager thread) ------------------------------------------
-    def _done(self, job: _Job, future: Future[Any]) -> None:
-        if future.cancelled() or job.cancelled:
-            with self._lock:
-                self._jobs.pop(job.ticket, None)
-            return
-        exc = future.exception()
-        if isinstance(exc, BrokenProcessPool):
-            with self._lock:
-                verdict = self._verdicts.get(job.generation) or self._judge(job, exc)
-            self._fail(job, verdict.messages.get(job.ticket) or f"worker process pool broke ({_first_line(exc)})",
-                       interrupted=job.ticket in verdict.interrupted)
-            return
         with self._lock:
-            self._jobs.pop(job.ticket, None)
-        if exc is not None:  # run_spec itself failed: not the step's doing
-            self._fail(job, f"the worker process could not run the step: {_first_line(exc)}")
-            return
-        result_json, exc_bytes = future.result()
-        job.reply(job.ticket, result_json, exc_bytes)
-
-    def _fail(self, job: _Job, message: str, interrupted: bool = False) -> None:
-        with self._lock:
-            self._jobs.pop(job.ticket, None)
-        header = read_header(job.spec_json)
-        result = StepResult.failed(header.run_id, header.step_key, header.attempt, header.output_names,
-                                   WorkerLost(message), infrastructure=True, interrupted=interrupted)
-        job.reply(job.ticket, result.model_dump_json(), None)
-
-    def _judge(self, first: _Job, exc: BaseException) -> _Verdict:
-        """Decide once per broken generation what happened to each ticket that was in flight there.
-
-        loky fails every pending future before it kills the surviving workers, so at this point
-        only the processes that really died are gone; a ticket in the status file of one of them
-        was running there. The others were stopped with the pool.
-        """
-        generation = first.generation
-        verdict = self._verdicts[generation] = _Verdict()
-        self._retired.add(generation)
-        jobs = {ticket: job for ticket, job in self._jobs.items() if job.generation == generation}
-        jobs[first.ticket] = first
-        statuses = self._statuses()
-        running = {ticket: pid for pid, ticket in statuses.items() if ticket in jobs}
-        dead = _dead_pids(first.executor, set(statuses))
-        for pid in dead:  # a dead process's file has told us what it knew
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self._status_dir, str(pid)))
-        codes = _exit_codes_in(str(exc))
-        culprits = []
-        for ticket, pid in running.items():
-            if pid in dead:
-                code = dead[pid] if dead[pid] is not None else (codes[0] if len(codes) == 1 else None)
-                how = "was killed because its attempt lost its lease" if ticket in self._killed else \
-                    f"{_describe_exit(code)}"
-                step = read_header(jobs[ticket].spec_json).step_key
-                verdict.messages[ticket] = f"worker process died: {how} while running '{step}'"
-                culprits.append(step)
-        self._killed.difference_update(jobs)
-        cause = f"of '{culprits[0]}' died" if culprits else f"died ({_first_line(exc)})"
-        for ticket in jobs:
-            if ticket in verdict.messages:
-                continue
-            if culprits:  # known not to be its own doing; with no culprit, any of them may have died
-                verdict.interrupted.add(ticket)
-            verdict.messages[ticket] = (f"the worker process running '{read_header(jobs[ticket].spec_json).step_key}'"
-                                        f" was stopped with its pool because a process {cause}")
-        return verdict
-
-    def _statuses(self) -> dict[int, str]:
-        """pid -> ticket of the step it runs ("" between steps), for every pool process we know of."""
-        statuses: dict[int, str] = {}
-        for name in os.listdir(self._status_dir):
-            try:
-                with open(os.path.join(self._status_dir, name), "rb") as fh:
-                    statuses[int(name)] = fh.read().decode(errors="replace").strip()
-            except (FileNotFoundError, ValueError):
-                continue
-        return statuses
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def shutdown(self) -> None:
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-        self._finalizer()
-
-    def worker_pids(self) -> list[int]:
-        """The pids of the current pool's processes (for tests and diagnostics)."""
-        executor = self._executor
-        return sorted(getattr(executor, "_processes", {}) or {}) if executor is not None else []
-
-
-def _status_directory() -> str:
-    """A fresh directory for status files, on tmpfs when there is one (cheap writes).
-
-    Its name carries our pid, so that the directories of processes that were killed before they
-    could clean up are removed by the next process that makes one.
-    """
-    parent = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
-    for name in os.listdir(parent):
-        owner = name.split("-")[2] if name.startswith(STATUS_DIR_PREFIX) else ""
-        if owner.isdigit() and int(owner) != os.getpid() and not _running(int(owner)):
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-    return tempfile.mkdtemp(prefix=f"{STATUS_DIR_PREFIX}{os.getpid()}-", dir=parent)
-
-
-def _dead_pids(executor: ProcessPoolExecutor | None, pids: set[int]) -> dict[int, int | None]:
-    """pid -> exit code (None when unknown) of the given pool processes that are no longer running."""
-    processes: dict[int, Any] = getattr(executor, "_processes", None) or {}
-    dead: dict[int, int | None] = {}
-    for pid in pids:
-        process = processes.get(pid)
-        if process is not None:
-            code = process.exitcode  # polls (reaps) only a process that has ended
-            if code is not None:
-                dead[pid] = code
-        elif not _running(pid):
-            dead[pid] = None
-    return dead
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
+            slot = next((s for s in self._state.slots if s.task is not None and s.task.ticket == ticket), None)
+            if slot is None:
+                return False
+            slot.killed = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.process.pid, signal.SIGKILL)
         return True
 
+    def worker_pids(self) -> list[int]:
+        """The pids of the pool's processes (for tests and diagnostics)."""
+        with self._lock:
+            return sorted(slot.process.pid for slot in self._state.slots)
 
-def _exit_codes_in(message: str) -> list[int]:
-    """Exit codes from loky's message ('The exit codes of the workers are {SIGKILL(-9)}')."""
-    return [int(code) for code in re.findall(r"\w+\((-?\d+)\)", message.rsplit("exit codes", 1)[-1])]
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closing = True
+            slots = list(self._state.slots)
+        for slot in slots:
+            with contextlib.suppress(OSError, ValueError):
+                slot.conn.send(None)
+        for slot in slots:
+            slot.process.join(SHUTDOWN_WAIT_S)
+            if slot.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.process.pid, signal.SIGKILL)
+                slot.process.join(SHUTDOWN_WAIT_S)
+        self._wake()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(SHUTDOWN_WAIT_S)
+
+    # -- processes ---------------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._started = True
+        for _ in range(self.max_workers):
+            self._state.slots.append(self._new_slot())
+        self._reader = threading.Thread(target=self._read_loop, name="rivers-pool-reader", daemon=True)
+        self._reader.start()
+
+    def _new_slot(self) -> _Slot:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=serve, name=STEP_PROCESS_NAME, daemon=True,
+            args=(theirs, signing.signing_key(), log_level(), self.fence_factory),
+        )
+        process.start()
+        theirs.close()
+        return _Slot(process, ours)
+
+    def _dispatch(self) -> None:
+        """Hand waiting tickets to free processes (called with the lock held)."""
+        state = self._state
+        for slot in state.slots:
+            if not state.waiting:
+                return
+            if slot.task is None:
+                task = state.waiting.popleft()
+                slot.task = task
+                try:
+                    slot.conn.send((task.ticket, task.spec_json))
+                except (OSError, ValueError):  # the process is dying: the reader reports the ticket with it
+                    pass
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._wake_w.send_bytes(b"1")
+
+    # -- the reader thread ----------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing:
+                    return
+                slots = list(self._state.slots)
+            ready = wait([self._wake_r, *(s.conn for s in slots), *(s.process.sentinel for s in slots)])
+            if self._wake_r in ready:
+                with contextlib.suppress(OSError, EOFError):
+                    self._wake_r.recv_bytes()
+            for slot in slots:
+                if slot.conn in ready or slot.process.sentinel in ready:
+                    self._read(slot)
+
+    def _read(self, slot: _Slot) -> None:
+        try:
+            payload = slot.conn.recv()
+        except (EOFError, OSError):  # the process is gone
+            self._died(slot)
+            return
+        with self._lock:
+            task, slot.task = slot.task, None
+            slot.finished += 1
+            self._state.start_failures = 0
+            self._dispatch()
+        if task is not None and not task.cancelled:
+            task.reply(task.ticket, PoolResult(*payload))
+
+    def _died(self, slot: _Slot) -> None:
+        slot.process.join(SHUTDOWN_WAIT_S)
+        with self._lock:
+            if self._closing or slot not in self._state.slots:
+                return
+            task = slot.task
+            index = self._state.slots.index(slot)
+            if slot.finished == 0 and task is None:
+                self._state.start_failures += 1
+            if self._state.start_failures < MAX_START_FAILURES:
+                self._state.slots[index] = self._new_slot()
+            else:  # a broken environment: no more processes, the waiting steps fail
+                del self._state.slots[index]
+            if self._state.start_failures >= MAX_START_FAILURES:
+                refused = list(self._state.waiting)
+                self._state.waiting.clear()
+            else:
+                refused = []
+                self._dispatch()
+        slot.conn.close()
+        if task is not None and not task.cancelled:
+            step = read_header(task.spec_json).step_key
+            how = "was killed because its attempt lost its lease" if slot.killed else _describe_exit(
+                slot.process.exitcode)
+            self._fail(task, f"worker process died: {how} while running '{step}'")
+        for waiting in refused:
+            self._fail(waiting, "the worker processes of this pool cannot start (each died before running a step)")
+
+    def _fail(self, task: _Task, message: str) -> None:
+        header = read_header(task.spec_json)
+        result = StepResult.failed(header.run_id, header.step_key, header.attempt, header.output_names,
+                                   WorkerLost(message), infrastructure=True)
+        task.reply(task.ticket, PoolResult(result.model_dump_json(), f"WorkerLost: {message}"))
 
 
 def _describe_exit(code: int | None) -> str:
@@ -278,8 +262,3 @@ def _describe_exit(code: int | None) -> str:
             return f"killed by signal {-code}"
         return f"killed by signal {-code} ({name})"
     return f"exited with code {code}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

@@ -1,8 +1,7 @@
 """What runs inside a pool process: read a spec, run the step, hand back the StepResult JSON.
 
-Each pool process keeps a status file named after its pid, holding the ticket of the step it is
-running (blank between steps): two small writes per step. If the process dies, the file still names
-the step it was running; that is how the pool learns which step died with it (pool.py).
+`serve` is the process's whole life: set up, then take (ticket, spec JSON) from the pipe, run it,
+send the result back, until the pool sends None or the process owning the pool is gone.
 
 In a rivers-worker the pool processes also hold the fence of the worker's leases: right before each
 output write they check that the attempt still holds its lease, so an attempt whose lease expired
@@ -18,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from multiprocessing.connection import Connection
 
 import cloudpickle
 
@@ -25,12 +25,12 @@ from rivers import signing
 from rivers.exceptions import ExecutionError, SpecError
 from rivers.results import LogEntry, StepResult
 from rivers.runtime import Fence, StepCall, run_step, run_step_async
-from rivers.spec import UnreadableSpec, call_from_spec, read_spec
+from rivers.spec import UnreadableSpec, call_from_spec, read_spec, teardown_rebuilt
 
-STATUS_WIDTH = 64  # bytes of a status file: a ticket, space-padded (tickets are shorter)
+STEP_PROCESS_NAME = "rivers-step-process"  # multiprocessing's name of every pool process
 PARENT_POLL_S = 0.5  # how soon a pool process notices that the process owning its pool is gone
-_status_fd: int | None = None
 _fence_factory: FenceFactory | None = None
+_pickle_exceptions = True
 _loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -41,16 +41,31 @@ class FenceFactory:
         raise NotImplementedError
 
 
-def initialize(key: bytes, status_dir: str, log_level: int, fence_factory: FenceFactory | None = None) -> None:
-    """The loky initializer of every pool process."""
-    global _status_fd, _fence_factory
+def serve(conn: Connection, key: bytes, log_level: int, fence_factory: FenceFactory | None) -> None:
+    """The main loop of a pool process. A pool with a fence belongs to a rivers-worker, which forwards result
+    JSON only: it gets no pickled exceptions."""
+    global _fence_factory, _pickle_exceptions
     signing.use_key(key)
     _fence_factory = fence_factory
-    _status_fd = os.open(os.path.join(status_dir, str(os.getpid())), os.O_RDWR | os.O_CREAT, 0o600)
+    _pickle_exceptions = fence_factory is None
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="rivers-parent-watch", daemon=True).start()
     for name in ("rivers.assets", "rivers.tasks"):  # context.log records must reach the step's capture
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(log_level)
+    try:
+        while (message := _receive(conn)) is not None:
+            ticket, spec_json = message
+            conn.send(run_spec(spec_json, ticket))
+    finally:  # the pool stops (or its owner is gone): resources set up here are torn down here
+        teardown_rebuilt()
+
+
+def _receive(conn: Connection) -> tuple[str, str] | None:
+    try:
+        message: tuple[str, str] | None = conn.recv()
+    except (EOFError, OSError):
+        return None
+    return message
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -65,19 +80,12 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def run_spec(spec_json: str, ticket: str) -> tuple[str, bytes | None]:
-    """Run one step: (StepResult JSON, the pickled exception of a failure or None)."""
-    _set_status(ticket)
-    try:
-        result = _run(spec_json, ticket)
-        return result.model_dump_json(), _pickled_exception(result.exception)
-    finally:
-        _set_status("")
-
-
-def _set_status(ticket: str) -> None:
-    if _status_fd is not None:  # one small pwrite; a torn read could only fail to name a step
-        os.pwrite(_status_fd, ticket.encode()[:STATUS_WIDTH].ljust(STATUS_WIDTH), 0)
+def run_spec(spec_json: str, ticket: str) -> tuple[str, str, bytes | None]:
+    """Run one step: (StepResult JSON, "<ExcType>: <message>" of a failure or "", the pickled exception or None)."""
+    result = _run(spec_json, ticket)
+    failure = result.error.summary() if result.error is not None else ""
+    exception = _pickled_exception(result.exception) if _pickle_exceptions else None
+    return result.model_dump_json(), failure, exception
 
 
 def _run(spec_json: str, ticket: str) -> StepResult:

@@ -34,10 +34,16 @@ class StepRequest:
 
 
 class StepQueue(Protocol):
-    """Consumed by one executor. `put` never blocks on the step itself."""
+    """Consumed by one executor. `put` never blocks on the step itself.
+
+    A queue may hold what was put until `flush`, which the coordinator calls before it waits or runs a
+    step itself: batching without a thread of its own.
+    """
 
     executor: str
 
     def put(self, request: StepRequest) -> None: ...
+
+    def flush(self) -> None: ...
 
     def cancel_run(self, run_id: str) -> None: ...

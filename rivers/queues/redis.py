@@ -1,11 +1,11 @@
 """The Redis step queue: steps leave the coordinator's process as RQ-format jobs; reports come back on a list.
 
     put(request) ─ live? ─────────────> the embedded parallel queue (process-local values never leave)
-        └─ spec_from_call ─> JSON ─> outbox ─> sender thread: one MULTI per batch
+        └─ spec_from_call ─> JSON ─> outbox ─> flush(), by the coordinator before it waits: one MULTI per batch
                              (job hashes, signed with RIVERS_SECRET; RPUSH rq:queue:rivers:<executor>; wake)
                                                                   │
                                                                   ▼ rivers-worker: claim (lease), run, report
-    listener thread: BLPOP rivers:run:<id>:results … <── "<job id> <signature> <StepResult JSON>"
+    listener thread: BLMPOP rivers:run:<id>:results … <── "<job id> <signature> <StepResult JSON>"
         └─ signature checked, identity checked ─> request.report(result)   (anything else: logged, skipped)
     watcher thread, every WATCH_INTERVAL_S:
         reported, but the list message never came (taken by a dead coordinator) ──> delivered from the reports hash
@@ -49,8 +49,29 @@ if worker and worker ~= '' then
   rq_failed(ARGV[1], ARGV[2], worker, ARGV[3], ARGV[4], {defaults.FINISHED_JOB_TTL_S}, ARGV[5], ARGV[6])
 end
 """
+# Enqueue jobs, atomically. ARGV: the listener's wake key ('' = no wake), then per job: id, queue key, run's jobs
+# hash, step key, count of field names and values, the job hash's fields and values.
+ENQUEUE_SCRIPT = f"""
+local i = 2
+while i <= #ARGV do
+  local id, queue, jobs, step, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
+  local job = '{keys.RQ_JOB_PREFIX}' .. id
+  redis.call('HSET', job, unpack(ARGV, i + 5, i + 4 + n))
+  redis.call('EXPIRE', job, {defaults.RESULT_TTL_S})
+  redis.call('HSET', jobs, step, id)
+  redis.call('EXPIRE', jobs, {defaults.RESULT_TTL_S})
+  redis.call('RPUSH', queue, id)
+  redis.call('SADD', '{keys.RQ_QUEUES}', queue)
+  i = i + 5 + n
+end
+if ARGV[1] ~= '' then
+  redis.call('LPUSH', ARGV[1], '1')
+  redis.call('LTRIM', ARGV[1], 0, 0)
+  redis.call('EXPIRE', ARGV[1], {defaults.RESULT_TTL_S})
+end
+"""
 SEND_BATCH = 500  # most jobs in one MULTI
-DRAIN_BATCH = 200  # most results taken in one LPOP after a BLPOP returned
+DRAIN_BATCH = 200  # most reports taken by one BLMPOP
 
 
 @dataclass(eq=False)
@@ -66,12 +87,18 @@ class _Pending:
 
 
 class RedisHub:
-    """The Redis side of one coordinator process for one URL: sender, listener and watcher threads."""
+    """The Redis side of one coordinator process for one URL: a listener and a watcher thread.
+
+    Jobs are sent by the coordinators' own threads (`flush`): a hand-over to a sender thread would cost a
+    thread switch on every step's critical path.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.client = connect(url)
         self._fail_job = self.client.register_script(FAIL_JOB_SCRIPT)
+        self._enqueue = self.client.register_script(ENQUEUE_SCRIPT)
+        self._wake_listener = False  # a run was added since the last send: the listener must watch its results
         self.name = uuid.uuid4().hex[:12]
         self.log = get_logger().bind(component="redis-queue")
         self._lock = threading.Lock()
@@ -80,7 +107,8 @@ class RedisHub:
         self._adoptable: dict[str, dict[str, str]] = {}  # run id -> step key -> job id (runs taken over)
         self._outbox: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._has_runs = threading.Event()  # the listener sleeps on it while no run waits for results
-        for target, name in ((self._send_loop, "sender"), (self._listen_loop, "listener"),
+        self._send_lock = threading.Lock()
+        for target, name in ((self._listen_loop, "listener"),
                              (self._watch_loop, "watcher")):
             threading.Thread(target=target, name=f"rivers-redis-{name}", daemon=True).start()
 
@@ -89,6 +117,7 @@ class RedisHub:
         with self._lock:
             self.pending[pending.job_id] = pending
             run_id = pending.request.call.run_id
+            self._wake_listener = self._wake_listener or run_id not in self._runs
             self._runs[run_id] = self._runs.get(run_id, 0) + 1
         self._has_runs.set()
         if send:
@@ -116,46 +145,37 @@ class RedisHub:
             return job_id, bool(reported)  # reported, or queued or running (its lease is watched)
         return None
 
-    def _send_loop(self) -> None:
-        while True:
-            batch = [self._outbox.get()]
-            while len(batch) < SEND_BATCH:
+    def flush(self) -> None:
+        """Send every job waiting in the outbox, in batches of SEND_BATCH, from the calling thread."""
+        with self._send_lock:
+            while True:
+                batch: list[_Pending] = []
+                while len(batch) < SEND_BATCH:
+                    try:
+                        batch.append(self._outbox.get_nowait())
+                    except queue.Empty:
+                        break
+                if not batch:
+                    return
                 try:
-                    batch.append(self._outbox.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._send(batch)
-            except Exception as exc:  # noqa: BLE001 - Redis stayed down past the retries: fail these attempts
-                self.log.error("redis.enqueue_failed", error=repr(exc), jobs=len(batch))
-                for pending in batch:
-                    self.fail(pending.job_id, WorkerLost(f"could not enqueue step on Redis: {exc}"), True)
+                    self._send(batch)
+                except Exception as exc:  # noqa: BLE001 - Redis stayed down past the retries: fail these attempts
+                    self.log.error("redis.enqueue_failed", error=repr(exc), jobs=len(batch))
+                    for pending in batch:
+                        self.fail(pending.job_id, WorkerLost(f"could not enqueue step on Redis: {exc}"), True)
 
     def _send(self, batch: list[_Pending]) -> None:
         key = signing.deployment_key()
-        pipe = self.client.pipeline(transaction=True)
-        by_executor: dict[str, list[str]] = {}
-        runs: set[str] = set()
+        with self._lock:
+            wake, self._wake_listener = self._wake_listener, False
+        args: list[Any] = [keys.wake_key(self.name) if wake else ""]
         for pending in batch:
             run_id, step_key = pending.request.call.run_id, pending.request.step.key
-            queue_name = keys.queue_name(pending.executor)
-            job = keys.job_key(pending.job_id)
-            pipe.hset(job, mapping=job_fields(pending.job_id, pending.spec_json, keys.results_key(run_id), queue_name,
-                                              f"{run_id} {step_key}", key))
-            pipe.expire(job, defaults.RESULT_TTL_S)  # a job nobody ever claims does not stay forever
-            pipe.hset(keys.run_jobs_key(run_id), step_key, pending.job_id)
-            by_executor.setdefault(pending.executor, []).append(pending.job_id)
-            runs.add(run_id)
-        for run_id in runs:
-            pipe.expire(keys.run_jobs_key(run_id), defaults.RESULT_TTL_S)
-        for executor, job_ids in by_executor.items():
-            pipe.rpush(keys.queue_key(executor), *job_ids)
-            pipe.sadd(keys.RQ_QUEUES, keys.queue_key(executor))
-        wake = keys.wake_key(self.name)
-        pipe.lpush(wake, "1")  # the listener may be blocked on the keys of older runs
-        pipe.ltrim(wake, 0, 0)
-        pipe.expire(wake, defaults.RESULT_TTL_S)
-        pipe.execute()
+            fields = job_fields(pending.job_id, pending.spec_json, keys.results_key(run_id),
+                                keys.queue_name(pending.executor), f"{run_id} {step_key}", key)
+            args += [pending.job_id, keys.queue_key(pending.executor), keys.run_jobs_key(run_id), step_key,
+                     2 * len(fields), *(item for pair in fields.items() for item in pair)]
+        self._enqueue(args=args)
         now = time.monotonic()
         for pending in batch:
             pending.queued_at = now
@@ -173,13 +193,12 @@ class RedisHub:
                 continue
             self._has_runs.set()  # keep listening while runs wait
             watched = [wake, *(keys.results_key(run) for run in runs)]
-            try:
-                popped = cast(tuple[bytes, bytes] | None, client.blpop(watched, timeout=defaults.WORKER_BLOCK_S))
+            try:  # one call takes up to DRAIN_BATCH reports of the first list that has any
+                popped = cast(tuple[bytes, list[bytes]] | None, client.blmpop(
+                    defaults.WORKER_BLOCK_S, len(watched), *watched, direction="LEFT", count=DRAIN_BATCH))
                 if popped is None or popped[0].decode() == wake:
                     continue
-                self.deliver(popped[1])
-                more = cast(list[bytes] | None, client.lpop(popped[0], DRAIN_BATCH))
-                for message in more or ():
+                for message in popped[1]:
                     self.deliver(message)
             except Exception as exc:  # noqa: BLE001 - Redis down past the retries: keep trying, slower
                 self.log.warning("redis.listener_error", error=repr(exc))
@@ -396,6 +415,9 @@ class RedisStepQueue:
                 self.hub.deliver_stored(pending)
             return
         self.hub.submit(_Pending(request, self.executor, uuid.uuid4().hex, spec.model_dump_json()))
+
+    def flush(self) -> None:
+        self.hub.flush()
 
     def cancel_run(self, run_id: str) -> None:
         self.hub.cancel_run(run_id)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import rivers as rs
+from rivers.executors.pool_process import STEP_PROCESS_NAME
 from rivers.io.base import InputContext, OutputContext
 
 VICTIM = "victim"
@@ -131,7 +132,7 @@ class Database(rs.Resource):
     fails_in: str = "everywhere"  # | "workers"
 
     def setup(self) -> None:
-        if self.fails_in == "everywhere" or multiprocessing.current_process().name.startswith("LokyProcess"):
+        if self.fails_in == "everywhere" or multiprocessing.current_process().name == STEP_PROCESS_NAME:
             raise ConnectionError("database is down")
 
 

@@ -313,67 +313,6 @@ def test_retry_on_transient() -> None:
     assert state.retry_delay(step, fail(step, 1, ValueError("v"))) is None
 
 
-# -- interrupted attempts -----------------------------------------------------------------------------
-def test_an_interrupted_attempt_is_retried_at_once_even_with_max_retries_zero() -> None:
-    state = diamond(rs.RetryPolicy(max_retries=0, backoff=rs.Backoff.constant(30.0)))
-    step, attempt = run_to(state, "root")
-    settled = state.settle(fail(step, attempt, WorkerLost("neighbour died"), interrupted=True), now=5.0)
-    assert settled.retry_in == 0.0 and state.next_due() == 5.0
-    assert keys_of(state.due(5.0)) == ["root"]
-    attempt = state.admit(step)
-    assert attempt == 2
-    settled = state.settle(fail(step, attempt, ValueError("own failure")), now=6.0)
-    assert settled.retry_in is None and state.status["root"] == "failed"  # max_retries=0: its own failure is final
-
-
-def test_interrupted_attempts_do_not_consume_the_policys_retries() -> None:
-    state = diamond(rs.RetryPolicy(max_retries=1, backoff=rs.Backoff.linear(10.0)))
-    step, attempt = run_to(state, "root")
-    for _ in range(3):
-        assert state.settle(fail(step, attempt, WorkerLost("n"), interrupted=True), 0.0).retry_in == 0.0
-        state.due(0.0)
-        attempt = state.admit(step)  # type: ignore[assignment]
-    assert attempt == 4
-    assert state.settle(fail(step, attempt, ValueError("1st own")), 0.0).retry_in == 10.0  # retry 1, not 4
-    state.due(100.0)
-    attempt = state.admit(step)  # type: ignore[assignment]
-    settled = state.settle(fail(step, attempt, ValueError("2nd own")), 0.0)
-    assert settled.retry_in is None and [f.attempt for f in settled.finals] == [5]
-
-
-def test_interrupted_attempts_do_not_consume_infra_retries_without_a_policy() -> None:
-    state = diamond()
-    step, attempt = run_to(state, "root")
-    for _ in range(2):
-        state.settle(fail(step, attempt, WorkerLost("n"), interrupted=True), 0.0)
-        state.due(0.0)
-        attempt = state.admit(step)  # type: ignore[assignment]
-    for _ in range(defaults.INFRA_RETRIES):
-        assert state.settle(fail(step, attempt, WorkerLost("died"), infrastructure=True), 0.0).retry_in == 0.0
-        state.due(0.0)
-        attempt = state.admit(step)  # type: ignore[assignment]
-    assert state.settle(fail(step, attempt, WorkerLost("died"), infrastructure=True), 0.0).retry_in is None
-
-
-@pytest.mark.parametrize("policy", [None, rs.RetryPolicy(max_retries=0)], ids=["no-policy", "max_retries=0"])
-def test_interruptions_are_capped_at_max_interruptions(policy: rs.RetryPolicy | None) -> None:
-    """An attempt interrupted over and over ends: MAX_INTERRUPTIONS free retries, then it counts as a failure."""
-    state = diamond(policy)
-    step, attempt = run_to(state, "root")
-    bound = defaults.MAX_INTERRUPTIONS + 1 + defaults.INFRA_RETRIES
-    retries: list[float] = []
-    while attempt <= bound + 5:
-        settled = state.settle(fail(step, attempt, WorkerLost("neighbour died"), interrupted=True), 0.0)
-        if settled.retry_in is None:
-            break
-        retries.append(settled.retry_in)
-        state.due(0.0)
-        attempt = state.admit(step)  # type: ignore[assignment]
-    assert retries[:defaults.MAX_INTERRUPTIONS] == [0.0] * defaults.MAX_INTERRUPTIONS
-    assert state.status["root"] == "failed", f"still retried after {attempt} interrupted attempts"
-    assert attempt <= bound
-
-
 # -- fan-out --------------------------------------------------------------------------------------------
 def expanded(state: RunState, keys: list[str]) -> tuple[Step, list[Step], StepResult | None]:
     """Run the source to success with these item keys and expand the mapped step as the coordinator does."""
