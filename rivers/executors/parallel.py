@@ -15,6 +15,7 @@ One ParallelQueue per (max_workers, max_async_concurrent) serves every run of th
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
 import pickle
@@ -165,6 +166,8 @@ def parallel_queue(executor: Parallel) -> ParallelQueue:
     """The process-wide queue for these settings, made on first use and reused by later runs."""
     key = (executor.max_workers, executor.max_async_concurrent)
     with _queues_lock:
+        if not _queues:  # at exit the pools stop cleanly: their processes tear down the resources they set up
+            atexit.register(shutdown_parallel_queues)
         queue = _queues.get(key)
         if queue is None:
             queue = _queues[key] = ParallelQueue(*key)
