@@ -51,6 +51,10 @@ class RefusedJob(ExecutionError):
     """A job on a queue that a worker will not run: unsigned, mis-signed, too large or not a rivers step."""
 
 
+class FencedOut(BaseException):
+    """This coordinator no longer owns the run it was driving (another one took it over): it stands down."""
+
+
 class StaleAttempt(ExecutionError):
     """An attempt lost its lease (its worker paused or was cut off past it): it may not write outputs."""
 

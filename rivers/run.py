@@ -17,7 +17,6 @@ from rivers.exceptions import ConfigurationError
 from rivers.executors import queues_for
 from rivers.launch import parse_launch
 from rivers.plan import Plan, build_plan
-from rivers.queues.base import StepQueue
 from rivers.resolve import ResolvedGraph
 from rivers.results import RunResult, StepResult
 
@@ -93,12 +92,12 @@ def execute_run(
     *,
     seed: Mapping[str, StepResult] | None = None,
     listener: RunListener | None = None,
-    on_queues: Callable[[dict[str, StepQueue]], None] | None = None,
+    on_coordinator: Callable[[Coordinator], None] | None = None,
 ) -> RunResult:
     """Plan the request, coordinate it, raise its first failure if asked.
 
-    `seed` (a resumed run's stored final results), `listener` (step events) and `on_queues` (sees the
-    queues before the first step is dispatched) are what rivers-coordinator adds; a user's run has none.
+    `seed` (a resumed run's stored final results), `listener` (step events) and `on_coordinator` (sees the
+    coordinator and its queues before the first step is dispatched) are what rivers-coordinator adds.
     """
     launch = parse_launch(request.config)
     executor = launch.executor or request.executor or Executor.parallel()
@@ -106,14 +105,14 @@ def execute_run(
     plan = build_plan(graph, request.outputs, executor, explicit, request.retry)
     warn_unused_compute(plan)
     queues = queues_for(plan, executor)
-    if on_queues is not None:
-        on_queues(queues)
     coordinator = Coordinator(
         run_id=request.run_id, plan=plan, queues=queues,
         resources=run_resources(repository, launch.resources), step_config=launch.steps,
         listener=_listener_of([*_listeners, *([listener] if listener is not None else [])]),
         seed=seed,
     )
+    if on_coordinator is not None:
+        on_coordinator(coordinator)
     result = coordinator.execute()
     if request.raise_on_error and not result.success:
         exc = coordinator.first_exception()

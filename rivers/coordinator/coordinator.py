@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from rivers.coordinator.state import RunState, exception_type, imported_exception_class
 from rivers.definitions.graph import CollectNode
 from rivers.definitions.policies import HookContext
-from rivers.exceptions import ExecutionError
+from rivers.exceptions import ExecutionError, FencedOut
 from rivers.io.base import InputContext
 from rivers.logs import get_logger
 from rivers.plan import Plan, Step
@@ -63,7 +63,7 @@ class Coordinator:
         self.step_config = step_config
         self.listener = listener
         self.state = RunState(plan, seed)
-        self.inbox: queue.SimpleQueue[StepResult] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[StepResult | None] = queue.SimpleQueue()  # None: stand down
         self.local: deque[StepRequest] = deque()
         self.in_flight = 0
         self.log = get_logger().bind(run_id=run_id)
@@ -123,14 +123,23 @@ class Coordinator:
     def _has_work(self) -> bool:
         return bool(self.local or self.in_flight or self.state.timers)
 
+    def stand_down(self) -> None:
+        """Stop driving this run at once (another coordinator owns it now); `execute` raises FencedOut."""
+        self.inbox.put(None)
+
     def _drain_inbox(self) -> None:
         while True:
             try:
                 result = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            self.in_flight -= 1
-            self._settle(result)
+            self._take(result)
+
+    def _take(self, result: StepResult | None) -> None:
+        if result is None:
+            raise FencedOut(f"run {self.run_id} is owned by another coordinator now")
+        self.in_flight -= 1
+        self._settle(result)
 
     def _wait_for_result(self, due: float | None) -> None:
         timeout = max(0.0, due - time.monotonic()) if due is not None else None
@@ -138,8 +147,7 @@ class Coordinator:
             result = self.inbox.get(timeout=timeout)
         except queue.Empty:
             return
-        self.in_flight -= 1
-        self._settle(result)
+        self._take(result)
 
     # -- dispatch ---------------------------------------------------------------------------
     def _dispatch_all(self, steps: list[Step]) -> None:

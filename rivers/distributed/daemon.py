@@ -7,9 +7,14 @@
        thread per run: plan -> Coordinator(seed = stored final results) -> queues (Redis)
             listener: events -> rivers:run:<id>:events, final results -> rivers:run:<id>:steps
             taken over: the steps' latest jobs still queued, running or reported are adopted, not re-sent
-       heartbeat thread: renew the owner lease of every run this process owns
+       heartbeat thread: renew the owner lease of every run this process owns (ownership.py)
     run end: one MULTI: final record, done, SREM rivers:runs:active, every key of the run PEXPIREs
              RUN_RETENTION_S, runs index trimmed. Idle, a coordinator sends 2 commands a second.
+
+Ownership is fenced (ownership.py): taking a run increments its token, and every write this process makes
+for a run (dispatching steps, recording events and results, ending it) is refused once the token has moved
+on. A coordinator paused past its lease therefore stands down (`run.stood_down`) the moment it notices,
+writing nothing, and goes on serving its other runs.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import uuid
 from typing import Any
 
 from rivers import defaults
+from rivers.coordinator.coordinator import Coordinator
 from rivers.definitions.repository import CodeRepository
 from rivers.distributed.connection import check_reachable, connect
+from rivers.distributed.ownership import Ownership
 from rivers.distributed.runs import FINAL, SubmittedRun, end_run, trim_index
-from rivers.exceptions import ExecutionError
+from rivers.exceptions import ExecutionError, FencedOut
 from rivers.logs import get_logger
 from rivers.plan import Step
 from rivers.queues import keys
@@ -44,14 +51,17 @@ class CoordinatorDaemon:
         self.name = f"coordinator-{uuid.uuid4().hex[:8]}"
         self.log = get_logger().bind(coordinator=self.name)
         self.client: Any = None
-        self._owned: set[str] = set()
+        self.ownership: Ownership | None = None
+        self._owned: dict[str, int] = {}  # run id -> the ownership token this process drives it with
         self._queues: dict[str, list[Any]] = {}  # run id -> its step queues (to cancel it)
+        self._coordinators: dict[str, Coordinator] = {}
         self._lock = threading.Lock()
         self._stopping = False
 
     def serve(self) -> int:
         check_reachable(self.url)
         self.client = connect(self.url)
+        self.ownership = Ownership(self.client, self.name)
         self.repo.validate()
         trim_index(self.client)
         self._adopt_unlisted_runs()
@@ -80,13 +90,15 @@ class CoordinatorDaemon:
         status = self.client.hget(keys.run_key(run_id), "status")
         if status not in (b"queued", b"running"):
             return
-        if not self.client.set(keys.run_owner_key(run_id), self.name, nx=True, px=defaults.LEASE_MS):
+        assert self.ownership is not None
+        token = self.ownership.take(run_id)
+        if token is None:
             return  # another coordinator has it
         self.client.sadd(keys.RUNS_ACTIVE, run_id)  # already there, unless an older client submitted it
         with self._lock:
-            self._owned.add(run_id)
+            self._owned[run_id] = token
         resumed = resumed or status == b"running"
-        threading.Thread(target=self._execute, args=(run_id, resumed), name=f"rivers-run-{run_id[:8]}",
+        threading.Thread(target=self._execute, args=(run_id, token, resumed), name=f"rivers-run-{run_id[:8]}",
                          daemon=True).start()
 
     def _take_over_orphans(self) -> None:
@@ -129,20 +141,29 @@ class CoordinatorDaemon:
         while True:
             time.sleep(defaults.HEARTBEAT_S)
             with self._lock:
-                owned = list(self._owned)
+                owned = dict(self._owned)
             if not owned:
                 continue
             try:
+                assert self.ownership is not None
+                lost = set(self.ownership.renew(owned))
+                for run_id in lost:
+                    self._stand_down(run_id)
+                held = [run_id for run_id in owned if run_id not in lost]
                 pipe = self.client.pipeline(transaction=False)
-                for run_id in owned:
-                    pipe.pexpire(keys.run_owner_key(run_id), defaults.LEASE_MS)
+                for run_id in held:
                     pipe.hget(keys.run_key(run_id), "cancel")
-                replies = pipe.execute()
-                for run_id, cancel in zip(owned, replies[1::2], strict=True):
+                for run_id, cancel in zip(held, pipe.execute(), strict=True):
                     if cancel:
                         self._cancel(run_id)
             except Exception as exc:  # noqa: BLE001 - Redis restarting: the next beat tries again
                 self.log.warning("coordinator.heartbeat_failed", error=repr(exc))
+
+    def _stand_down(self, run_id: str) -> None:
+        """Another coordinator owns the run now: stop driving it (its thread raises FencedOut)."""
+        coordinator = self._coordinators.get(run_id)
+        if coordinator is not None:
+            coordinator.stand_down()
 
     def _cancel(self, run_id: str) -> None:
         for queue in self._queues.get(run_id, []):
@@ -151,15 +172,32 @@ class CoordinatorDaemon:
                 hub.fail_run(run_id, ExecutionError("the run was cancelled"))
 
     # -- one run ------------------------------------------------------------------------------------
-    def _execute(self, run_id: str, resumed: bool) -> None:
+    def _execute(self, run_id: str, token: int, resumed: bool) -> None:
+        try:
+            record = self._outcome(run_id, token, resumed)
+            self._end(run_id, token, record)
+        except FencedOut:
+            self.log.warning("run.stood_down", run_id=run_id, token=token,
+                             reason="another coordinator took the run over while this one was paused or cut off")
+            for queue in self._queues.get(run_id, []):
+                hub = getattr(queue, "hub", None)
+                if hub is not None:
+                    hub.forget_run(run_id)
+        finally:  # not recorded (Redis gone past the retries): the lease expires and the run is taken over
+            with self._lock:
+                self._owned.pop(run_id, None)
+                self._queues.pop(run_id, None)
+                self._coordinators.pop(run_id, None)
+
+    def _outcome(self, run_id: str, token: int, resumed: bool) -> dict[str, Any]:
+        """The final record of a run: run it, or say why it could not run."""
         try:
             if self.client.hget(keys.run_key(run_id), "cancel"):
                 raise _CancelledBeforeStart("the run was cancelled before it started")
-            result = self._run(run_id, resumed)
+            result = self._run(run_id, token, resumed)
             cancelled = self.client.hget(keys.run_key(run_id), "cancel")
             status = "cancelled" if cancelled else "succeeded" if result.success else "failed"
-            record: dict[str, Any] = {"status": status,
-                                      "result": json.dumps({"success": result.success,
+            return {"status": status, "result": json.dumps({"success": result.success,
                                                             "materialized_assets": result.materialized_assets,
                                                             "failed_assets": result.failed_assets})}
         except Exception as exc:  # noqa: BLE001 - a run that cannot start is a failed run, not a dead daemon
@@ -167,27 +205,30 @@ class CoordinatorDaemon:
             if not cancelled:
                 self.log.error("run.failed_to_start", run_id=run_id, error=repr(exc))
             error = f"{'ExecutionError' if cancelled else type(exc).__name__}: {exc}"
-            record = {"status": "cancelled" if cancelled else "failed", "error": error,
-                      "result": json.dumps({"success": False, "materialized_assets": [],
-                                            "failed_assets": [["<run>", error]]})}
-        try:
-            pipe = self.client.pipeline(transaction=True)
-            end_run(pipe, run_id, record)
-            pipe.execute()
-        finally:  # not recorded (Redis gone past the retries): the lease expires and the run is taken over
-            with self._lock:
-                self._owned.discard(run_id)
-                self._queues.pop(run_id, None)
+            return {"status": "cancelled" if cancelled else "failed", "error": error,
+                    "result": json.dumps({"success": False, "materialized_assets": [],
+                                          "failed_assets": [["<run>", error]]})}
 
-    def _run(self, run_id: str, resumed: bool) -> RunResult:
+    def _end(self, run_id: str, token: int, record: dict[str, Any]) -> None:
+        """Record the run's end, only while this process still owns it (the run's hash WATCHed)."""
+        assert self.ownership is not None
+        ownership = self.ownership
+
+        def end(pipe: Any) -> None:
+            if not ownership.holds(pipe, run_id, token):
+                raise FencedOut(f"run {run_id} is owned by another coordinator now")
+            pipe.multi()
+            end_run(pipe, run_id, record)
+
+        self.client.transaction(end, keys.run_key(run_id))
+
+    def _run(self, run_id: str, token: int, resumed: bool) -> RunResult:
         request = SubmittedRun.from_json(self.client.hget(keys.run_key(run_id), "request"))
         seed: dict[str, StepResult] = {}
         if resumed:
             seed = {k.decode(): StepResult.model_validate_json(v)
                     for k, v in self.client.hgetall(keys.run_steps_key(run_id)).items()}
-        self.client.hset(keys.run_key(run_id), mapping={"status": "running", "owner": self.name,
-                                                        "updated_at": time.time()})
-        self.log.info("run.started", run_id=run_id, resumed=resumed, steps_done=len(seed))
+        self.log.info("run.started", run_id=run_id, resumed=resumed, steps_done=len(seed), token=token)
         repo = self.repo
         run_request = repo._run_request(
             run_id=run_id, selection=request.selection, include_upstream=request.include_upstream,
@@ -195,32 +236,37 @@ class CoordinatorDaemon:
             raise_on_error=False, retry=request.retry,
         )
 
-        def adopt(queues: dict[str, Any]) -> None:
-            """Cancel reaches these queues; a resumed run first adopts the jobs its dead owner had queued."""
-            self._queues[run_id] = list(queues.values())
-            if not resumed:
-                return
-            jobs = {k.decode(): v.decode() for k, v in self.client.hgetall(keys.run_jobs_key(run_id)).items()}
-            for queue in queues.values():
+        def adopt(coordinator: Coordinator) -> None:
+            """Cancel and fencing reach this run's coordinator and queues; a resumed run first adopts the jobs
+            its previous owner had sent."""
+            self._coordinators[run_id] = coordinator
+            self._queues[run_id] = list(coordinator.queues.values())
+            jobs = {k.decode(): v.decode() for k, v in self.client.hgetall(keys.run_jobs_key(run_id)).items()} \
+                if resumed else {}
+            for queue in coordinator.queues.values():
                 hub = getattr(queue, "hub", None)
                 if hub is not None:
-                    hub.expect(run_id, {k: v for k, v in jobs.items() if k not in seed})
+                    hub.fence(run_id, token, coordinator.stand_down)
+                    if resumed:
+                        hub.expect(run_id, {k: v for k, v in jobs.items() if k not in seed})
 
-        return execute_run(repo, repo._resolve(), run_request, seed=seed, listener=self._recorder(run_id),
-                           on_queues=adopt)
+        return execute_run(repo, repo._resolve(), run_request, seed=seed, listener=self._recorder(run_id, token),
+                           on_coordinator=adopt)
 
-    def _recorder(self, run_id: str) -> Any:
+    def _recorder(self, run_id: str, token: int) -> Any:
+        assert self.ownership is not None
+        ownership = self.ownership
+
         def record(event: str, step: Step, result: StepResult | None) -> None:
             if event == "planned":
                 return
-            pipe = self.client.pipeline(transaction=False)
             entry: dict[str, Any] = {"event": event, "step": step.key, "time": time.time()}
             if result is not None:
                 entry["attempt"] = result.attempt
                 if result.error is not None:
                     entry["error"] = result.error.summary()
-                pipe.hset(keys.run_steps_key(run_id), step.key, result.model_dump_json())
-            pipe.rpush(keys.run_events_key(run_id), json.dumps(entry))
-            pipe.execute()
+            result_json = result.model_dump_json() if result is not None else ""
+            if not ownership.record(run_id, token, json.dumps(entry), step.key, result_json):
+                raise FencedOut(f"run {run_id} is owned by another coordinator now")
 
         return record

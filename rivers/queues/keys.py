@@ -95,9 +95,13 @@ SUBMITTED = "rivers:submitted"  # list of run ids a coordinator should pick up (
 RUNS = "rivers:runs"  # sorted set: run id by submission time
 
 
+RUN_PREFIX = "rivers:run:"  # every key of a run starts so
+RUN_TOKEN = "token"  # field of a run's hash: incremented by each coordinator that takes the run (fencing)
+
+
 def run_key(run_id: str) -> str:
-    """Hash: status, request (JSON), result (JSON), owner, created_at, updated_at."""
-    return f"rivers:run:{run_id}"
+    """Hash: status, request (JSON), result (JSON), owner, token, created_at, updated_at."""
+    return f"{RUN_PREFIX}{run_id}"
 
 
 def run_owner_key(run_id: str) -> str:

@@ -27,13 +27,14 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
 from rivers.distributed.jobs import decode_report, job_fields
-from rivers.exceptions import ExecutionError, SpecError, WorkerLost
+from rivers.exceptions import ExecutionError, FencedOut, SpecError, WorkerLost
 from rivers.logs import get_logger
 from rivers.queues import keys, rq_view
 from rivers.queues.base import StepQueue, StepRequest
@@ -41,34 +42,59 @@ from rivers.queues.rq_view import rq_time
 from rivers.results import StepResult
 from rivers.spec import Pickled, StepSpec, spec_from_call
 
-# A job whose worker lost its lease. ARGV: queue name, job id, now (epoch s), now (RQ time), message,
-# message for RQ's result stream
-FAIL_JOB_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
-local worker = redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. ARGV[2], '{keys.JOB_WORKER}')
-if worker and worker ~= '' then
-  rq_failed(ARGV[1], ARGV[2], worker, ARGV[3], ARGV[4], {defaults.FINISHED_JOB_TTL_S}, ARGV[5], ARGV[6])
+# Writes of a coordinator for a run it may no longer own start with this check. KEYS[1]: the run's hash,
+# ARGV[1]: the token it drives the run with ('' for a run no coordinator daemon owns: not fenced).
+FENCE_LUA = f"""
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], '{keys.RUN_TOKEN}') ~= ARGV[1] then
+  return 0
 end
 """
-# Enqueue jobs, atomically. ARGV: the listener's wake key ('' = no wake), then per job: id, queue key, run's jobs
-# hash, step key, count of field names and values, the job hash's fields and values.
+
+# A job whose worker lost its lease fails in RQ's view. ARGV: token, queue name, job id, now (epoch s),
+# now (RQ time), message, message for RQ's result stream
+FAIL_JOB_SCRIPT = rq_view.LUA_FUNCTIONS + FENCE_LUA + f"""
+local worker = redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. ARGV[3], '{keys.JOB_WORKER}')
+if worker and worker ~= '' then
+  rq_failed(ARGV[2], ARGV[3], worker, ARGV[4], ARGV[5], {defaults.FINISHED_JOB_TTL_S}, ARGV[6], ARGV[7])
+end
+return 1
+"""
+
+# A job taken back before any worker claimed it (never picked up, cancelled). ARGV: token, queue key, job id
+WITHDRAW_SCRIPT = FENCE_LUA + f"""
+redis.call('LREM', ARGV[2], 0, ARGV[3])
+redis.call('DEL', '{keys.RQ_JOB_PREFIX}' .. ARGV[3])
+return 1
+"""
+
+# Enqueue jobs, atomically. ARGV: the listener's wake key ('' = no wake), then per job: run hash, token ('' =
+# not fenced), id, queue key, run's jobs hash, step key, count of field names and values, the job hash's fields
+# and values. -> the ids of jobs not enqueued because their run's token moved on (a stale coordinator's).
 ENQUEUE_SCRIPT = f"""
+local fenced = {{}}
 local i = 2
 while i <= #ARGV do
-  local id, queue, jobs, step, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
-  local job = '{keys.RQ_JOB_PREFIX}' .. id
-  redis.call('HSET', job, unpack(ARGV, i + 5, i + 4 + n))
-  redis.call('EXPIRE', job, {defaults.RESULT_TTL_S})
-  redis.call('HSET', jobs, step, id)
-  redis.call('EXPIRE', jobs, {defaults.RESULT_TTL_S})
-  redis.call('RPUSH', queue, id)
-  redis.call('SADD', '{keys.RQ_QUEUES}', queue)
-  i = i + 5 + n
+  local run, token, id, queue, jobs, step = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local n = tonumber(ARGV[i + 6])
+  if token ~= '' and redis.call('HGET', run, '{keys.RUN_TOKEN}') ~= token then
+    fenced[#fenced + 1] = id
+  else
+    local job = '{keys.RQ_JOB_PREFIX}' .. id
+    redis.call('HSET', job, unpack(ARGV, i + 7, i + 6 + n))
+    redis.call('EXPIRE', job, {defaults.RESULT_TTL_S})
+    redis.call('HSET', jobs, step, id)
+    redis.call('EXPIRE', jobs, {defaults.RESULT_TTL_S})
+    redis.call('RPUSH', queue, id)
+    redis.call('SADD', '{keys.RQ_QUEUES}', queue)
+  end
+  i = i + 7 + n
 end
 if ARGV[1] ~= '' then
   redis.call('LPUSH', ARGV[1], '1')
   redis.call('LTRIM', ARGV[1], 0, 0)
   redis.call('EXPIRE', ARGV[1], {defaults.RESULT_TTL_S})
 end
+return fenced
 """
 SEND_BATCH = 500  # most jobs in one MULTI
 DRAIN_BATCH = 200  # most reports taken by one BLMPOP
@@ -97,7 +123,11 @@ class RedisHub:
         self.url = url
         self.client = connect(url)
         self._fail_job = self.client.register_script(FAIL_JOB_SCRIPT)
+        self._withdraw = self.client.register_script(WITHDRAW_SCRIPT)
         self._enqueue = self.client.register_script(ENQUEUE_SCRIPT)
+        self._tokens: dict[str, str] = {}  # run id -> the token this process drives it with (fenced runs only)
+        self._on_fenced: dict[str, Callable[[], None]] = {}  # run id -> stands its coordinator down
+        self.fenced: set[str] = set()  # runs another coordinator took over from this process
         self._wake_listener = False  # a run was added since the last send: the listener must watch its results
         self.name = uuid.uuid4().hex[:12]
         self.log = get_logger().bind(component="redis-queue")
@@ -173,12 +203,16 @@ class RedisHub:
             run_id, step_key = pending.request.call.run_id, pending.request.step.key
             fields = job_fields(pending.job_id, pending.spec_json, keys.results_key(run_id),
                                 keys.queue_name(pending.executor), f"{run_id} {step_key}", key)
-            args += [pending.job_id, keys.queue_key(pending.executor), keys.run_jobs_key(run_id), step_key,
-                     2 * len(fields), *(item for pair in fields.items() for item in pair)]
-        self._enqueue(args=args)
+            args += [keys.run_key(run_id), self._tokens.get(run_id, ""), pending.job_id,
+                     keys.queue_key(pending.executor), keys.run_jobs_key(run_id), step_key, 2 * len(fields),
+                     *(item for pair in fields.items() for item in pair)]
+        fenced = {job_id.decode() for job_id in self._enqueue(args=args)}
         now = time.monotonic()
         for pending in batch:
             pending.queued_at = now
+            if pending.job_id in fenced:
+                self._take(pending.job_id)
+                self._fenced_out(pending.request.call.run_id)
 
     # -- results ----------------------------------------------------------------------------
     def _listen_loop(self) -> None:
@@ -261,7 +295,7 @@ class RedisHub:
         while True:
             time.sleep(defaults.WATCH_INTERVAL_S)
             with self._lock:
-                watched = [p for p in self.pending.values() if p.queued_at]
+                watched = [p for p in self.pending.values() if p.queued_at and p.request.call.run_id not in self.fenced]
             if not watched:
                 continue
             try:
@@ -321,8 +355,12 @@ class RedisHub:
         message = (f"worker {pending.worker} stopped renewing its lease on step '{pending.request.step.key}' "
                    f"(lease expired after {seconds:g} s): the worker was killed or lost its connection to Redis")
         # the attempt's job fails in RQ's view; a late report of it is refused by the worker's fenced report
-        self._fail_job(args=[keys.queue_name(pending.executor), pending.job_id, time.time(), rq_time(), message,
-                             rq_view.exc_string_field(message)])
+        run_id = pending.request.call.run_id
+        if not self._fail_job(keys=[keys.run_key(run_id)],
+                              args=[self._tokens.get(run_id, ""), keys.queue_name(pending.executor), pending.job_id,
+                                    time.time(), rq_time(), message, rq_view.exc_string_field(message)]):
+            self._fenced_out(run_id)
+            return
         self.log.warning("step.lease_expired", step_key=pending.request.step.key, worker=pending.worker)
         self.fail(pending.job_id, WorkerLost(message), True)
 
@@ -332,16 +370,15 @@ class RedisHub:
             if live_workers(self.client, executor):
                 for pending in mine:  # consumers exist: still queued is fine, neither queued nor claimed is lost
                     if self.client.lpos(keys.queue_key(executor), pending.job_id) is None:
-                        self.client.delete(keys.job_key(pending.job_id))
+                        if not self._withdrawn(pending):
+                            continue
                         self.fail(pending.job_id, WorkerLost(
                             f"step '{pending.request.step.key}' left queue '{keys.queue_name(executor)}' "
                             "but no worker claimed it"), True)
                 continue
             for pending in mine:
-                pipe = self.client.pipeline(transaction=True)
-                pipe.lrem(keys.queue_key(executor), 0, pending.job_id)
-                pipe.delete(keys.job_key(pending.job_id))
-                pipe.execute()
+                if not self._withdrawn(pending):
+                    continue
                 self.fail(pending.job_id, ExecutionError(
                     f"step '{pending.request.step.key}' was not picked up within {defaults.PICKUP_TIMEOUT_S:g} s: "
                     f"no rivers-worker is consuming queue '{keys.queue_name(executor)}' "
@@ -352,11 +389,45 @@ class RedisHub:
         with self._lock:
             mine = [p for p in self.pending.values() if p.request.call.run_id == run_id]
         for pending in mine:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.lrem(keys.queue_key(pending.executor), 0, pending.job_id)
-            pipe.delete(keys.job_key(pending.job_id))
-            pipe.execute()
-            self.fail(pending.job_id, exc, False)
+            if self._withdrawn(pending):
+                self.fail(pending.job_id, exc, False)
+
+    def _withdrawn(self, pending: _Pending) -> bool:
+        """Take a job back from its queue and Redis; False (and the run stands down) when fenced out."""
+        run_id = pending.request.call.run_id
+        if self._withdraw(keys=[keys.run_key(run_id)],
+                          args=[self._tokens.get(run_id, ""), keys.queue_key(pending.executor), pending.job_id]):
+            return True
+        self._fenced_out(run_id)
+        return False
+
+    # -- ownership of runs ------------------------------------------------------------------------
+    def fence(self, run_id: str, token: int, on_fenced: Callable[[], None]) -> None:
+        """Drive `run_id` with this ownership token: writes for it are refused once another coordinator
+        has taken it over, and then `on_fenced` stands this process's coordinator down."""
+        with self._lock:
+            self._tokens[run_id] = str(token)
+            self._on_fenced[run_id] = on_fenced
+
+    def _fenced_out(self, run_id: str) -> None:
+        with self._lock:
+            first = run_id not in self.fenced
+            self.fenced.add(run_id)
+            on_fenced = self._on_fenced.get(run_id)
+        if first:
+            self.log.warning("run.fenced_out", run_id=run_id, reason="another coordinator took the run over")
+        if on_fenced is not None:
+            on_fenced()
+
+    def forget_run(self, run_id: str) -> None:
+        """Stop listening for a run and drop its pending steps, writing nothing (its new owner drives them)."""
+        with self._lock:
+            for job_id in [j for j, p in self.pending.items() if p.request.call.run_id == run_id]:
+                del self.pending[job_id]
+            self._runs.pop(run_id, None)
+            self._tokens.pop(run_id, None)
+            self._on_fenced.pop(run_id, None)
+            self._adoptable.pop(run_id, None)
 
     # -- cancelling ---------------------------------------------------------------------------
     def cancel_run(self, run_id: str) -> None:
@@ -393,12 +464,14 @@ class RedisStepQueue:
         self.hub = hub
         self.executor = executor
         self.local = local  # runs the steps that must stay in this process
+        self._run_ids: set[str] = set()  # the runs put here (one, in practice: a queue is made per run)
 
     def put(self, request: StepRequest) -> None:
         if request.live and self.local is not None:
             self.local.put(request)
             return
         call = request.call
+        self._run_ids.add(call.run_id)
         try:
             spec = spec_from_call(call, self.executor)
             refuse_unsigned_closures(spec)
@@ -418,6 +491,8 @@ class RedisStepQueue:
 
     def flush(self) -> None:
         self.hub.flush()
+        if self._run_ids & self.hub.fenced:
+            raise FencedOut(f"run {min(self._run_ids & self.hub.fenced)} is owned by another coordinator now")
 
     def cancel_run(self, run_id: str) -> None:
         self.hub.cancel_run(run_id)
