@@ -2,8 +2,8 @@
 
     plan ──> RunState.begin() ──> dispatch(step): RunState.admit -> attempt
               │
-     ┌─ in_process ─> local deque ──> run_step() inline, in this thread
-     ├─ parallel ───> StepQueue.put(request) ─┐   (loky pool / Redis / pods)
+     ┌─ in_process ─> StepQueue.put(request) ─┐   (sync: run by this thread in run_next; async: an event loop)
+     ├─ parallel ───> StepQueue.put(request) ─┤   (process pool / Redis / pods)
      └─ kubernetes ─> StepQueue.put(request) ─┤
                                               ▼
             inbox (thread-safe) <── request.report(StepResult) from any thread
@@ -16,11 +16,9 @@ Consumers only take, run and report; whether a failure is retried, skipped past 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import queue
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,13 +28,14 @@ from rivers.coordinator.state import RunState, exception_type, imported_exceptio
 from rivers.definitions.graph import CollectNode
 from rivers.definitions.policies import HookContext
 from rivers.exceptions import ExecutionError, FencedOut
+from rivers.executors.in_process import InProcessQueue
 from rivers.io.base import InputContext
 from rivers.logs import get_logger
 from rivers.plan import Plan, Step
 from rivers.queues.base import StepQueue, StepRequest
 from rivers.resolve import ResolvedNode
 from rivers.results import RemoteTraceback, RunResult, StepResult
-from rivers.runtime import StepCall, fan_out_keys, fire_hooks, run_step, run_step_async
+from rivers.runtime import StepCall, fan_out_keys, fire_hooks
 
 RunListener = Callable[[str, Step, StepResult | None], None]  # (event, step, result)
 
@@ -58,16 +57,15 @@ class Coordinator:
     ) -> None:
         self.run_id = run_id
         self.plan = plan
-        self.queues = queues
+        self.in_process = InProcessQueue(self._started)
+        self.queues: Mapping[str, StepQueue] = {**queues, "in_process": self.in_process}
         self.resources = resources
         self.step_config = step_config
         self.listener = listener
         self.state = RunState(plan, seed)
         self.inbox: queue.SimpleQueue[StepResult | None] = queue.SimpleQueue()  # None: stand down
-        self.local: deque[StepRequest] = deque()
         self.in_flight = 0
         self.log = get_logger().bind(run_id=run_id)
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- the loop ---------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -86,8 +84,7 @@ class Coordinator:
                 self._dispatch_all(self.state.due(time.monotonic()))
                 for step_queue in self.queues.values():  # what was dispatched leaves before anything waits
                     step_queue.flush()
-                if self.local:
-                    self._run_local(self.local.popleft())
+                if self.in_process.run_next():
                     continue
                 due = self.state.next_due()
                 if self.in_flight:
@@ -95,8 +92,7 @@ class Coordinator:
                 elif due is not None:
                     time.sleep(max(0.0, due - time.monotonic()))
         finally:
-            if self._loop is not None:
-                self._loop.close()
+            self.in_process.shutdown()
         self._fire_graph_hooks()
         return self._run_result()
 
@@ -121,7 +117,7 @@ class Coordinator:
             fire_hooks(graph.hooks, HookContext(name, self.run_id, output, error, {}, None))
 
     def _has_work(self) -> bool:
-        return bool(self.local or self.in_flight or self.state.timers)
+        return bool(self.in_flight or self.state.timers)
 
     def stand_down(self) -> None:
         """Stop driving this run at once (another coordinator owns it now); `execute` raises FencedOut."""
@@ -163,13 +159,15 @@ class Coordinator:
             return  # an instance waiting for its turn under max_concurrency
         request = StepRequest(step, self._call(step, attempt), self.inbox.put)
         self.log.debug("step.queued", step_key=step.key, executor=step.executor, attempt=attempt)
-        if step.executor == "in_process":
-            self.local.append(request)
-            return
         self.in_flight += 1
-        self._notify("started", step, None)
-        self.log.info("step.started", step_key=step.key, executor=step.executor, attempt=attempt)
+        if step.executor != "in_process":  # an in-process sync step starts when it runs (run_next)
+            self._started(request)
         self.queues[step.executor].put(request)
+
+    def _started(self, request: StepRequest) -> None:
+        self._notify("started", request.step, None)
+        self.log.info("step.started", step_key=request.step.key, executor=request.step.executor,
+                      attempt=request.call.attempt)
 
     # -- fan-out ----------------------------------------------------------------------------
     def _expand(self, mapped: Step) -> None:
@@ -236,18 +234,6 @@ class Coordinator:
             config_type=node.config_type, config=config, return_hint=node.return_hint,
             retry=step.retry,
         )
-
-    def _run_local(self, request: StepRequest) -> None:
-        step = request.step
-        self._notify("started", step, None)
-        self.log.info("step.started", step_key=step.key, executor="in_process", attempt=request.call.attempt)
-        if step.is_async:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-            result = self._loop.run_until_complete(run_step_async(request.call))
-        else:
-            result = run_step(request.call)
-        self._settle(result)
 
     # -- results ----------------------------------------------------------------------------
     def _settle(self, result: StepResult) -> None:
