@@ -7,8 +7,9 @@ attribute, which must be what the spec says it is (a node definition, an IO hand
 model class, a context class) — so a spec cannot name arbitrary callables. Code that cannot be
 imported (`<locals>`, lambdas, `__main__`) travels as a cloudpickle blob signed with HMAC-SHA256 and
 is verified before it is unpickled. IO handlers and resources travel as their class plus their JSON
-configuration and are rebuilt with `model_validate_json`. Values never travel in a spec: inputs are
-loaded, and outputs written, by the process that runs the step.
+configuration and are rebuilt with `model_validate_json`; their secret fields (SecretStr, SecretBytes)
+are not in that JSON but beside it, as `rivers.secrets.SecretSpec`s that the rebuilding process resolves.
+Values never travel in a spec: inputs are loaded, and outputs written, by the process that runs the step.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ import inspect
 import json
 import sys
 import threading
+import traceback
 import typing
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
-from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_json
 
-from rivers import signing
+from rivers import secrets, signing
 from rivers.definitions.assets import AssetDef, MultiAsset
 from rivers.definitions.contexts import CONTEXT_TYPES
 from rivers.definitions.nodes import NodeDefinition
@@ -41,6 +43,7 @@ from rivers.exceptions import BadSignature, SpecError
 from rivers.io.base import BaseIOHandler
 from rivers.resolve import OutputSlot, Param, type_hints_of
 from rivers.runtime import StepCall
+from rivers.secrets import SecretSpec
 from rivers.version import RIVERS_VERSION
 
 
@@ -66,10 +69,14 @@ Code = Ref | Pickled
 
 
 class ObjectSpec(BaseModel, frozen=True):
-    """A pydantic object (IO handler, resource) as its class and its JSON configuration."""
+    """A pydantic object (IO handler, resource) as its class and its JSON configuration.
+
+    Its secret fields are null in `config_json`; `secrets` says where they go and how to resolve them.
+    """
 
     ref: Code
     config_json: str
+    secrets: tuple[SecretSpec, ...] = ()
 
 
 class ParamSpec(BaseModel):
@@ -98,7 +105,7 @@ class RetrySpec(BaseModel):
     backoff: dict[str, Any] | None = None
 
 
-PROTOCOL = 2  # the StepSpec format; bumped whenever a spec of one rivers cannot be read by another
+PROTOCOL = 3  # the StepSpec format; bumped whenever a spec of one rivers cannot be read by another
 
 
 class StepSpec(BaseModel):
@@ -212,7 +219,7 @@ def spec_from_call(call: StepCall, executor: str) -> StepSpec:
                                 metadata=param.metadata, iterate=param.iterate, **_value_fields(param.value, step)))
         if param.kind == "resource":
             assert param.source is not None
-            resources[param.source] = object_spec(call.resources[param.source], step)
+            resources[param.source] = object_spec(call.resources[param.source], step, key=param.source)
     outputs = [OutputSpec(name=slot.name, handler=handler_id(slot.handler), metadata=slot.metadata,
                           fan_out=slot.fan_out) for slot in call.outputs]
     return StepSpec(
@@ -277,28 +284,31 @@ def class_code(cls: type, step: str) -> Code:
     return code
 
 
-def object_spec(obj: BaseModel, step: str) -> ObjectSpec:
-    """A handler or resource as (class, JSON); secrets are revealed, since the worker needs them."""
+def object_spec(obj: BaseModel, step: str, key: str | None = None) -> ObjectSpec:
+    """A handler or resource (injected as `key`) as (class, JSON); its secrets never enter the JSON.
+
+    Raises SpecError naming the step when the object has no JSON form, or its secrets cannot be sent
+    the way this process is configured to (`rivers.secrets`).
+    """
+    owner = key if key is not None else type(obj).__name__
     try:
-        config_json = to_json(_revealed(obj.model_dump(round_trip=True))).decode()
+        dumped, sealed = secrets.extract(obj, owner)
+        config_json = to_json(dumped).decode()
+    except secrets.SecretsConfigurationError as exc:
+        raise secrets.SecretsConfigurationError(f"step '{step}': {_owner_label(type(obj), key)}: {exc}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"step '{step}': {_owner_label(type(obj), key)} has a SecretBytes value that is not "
+                        "UTF-8, which JSON cannot carry") from None
     except Exception as exc:  # any field that has no JSON form
         raise SpecError(
             f"step '{step}': {type(obj).__name__} cannot be sent to a worker as JSON "
             f"(give it an importable class and JSON-serialisable fields): {exc}"
         ) from exc
-    return ObjectSpec(ref=class_code(type(obj), step), config_json=config_json)
+    return ObjectSpec(ref=class_code(type(obj), step), config_json=config_json, secrets=sealed)
 
 
-def _revealed(value: Any) -> Any:
-    """A python-mode dump with SecretStr / SecretBytes replaced by their values (JSON would mask them)."""
-    if isinstance(value, dict):
-        return {key: _revealed(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_revealed(item) for item in value]
-    if isinstance(value, SecretStr | SecretBytes):
-        secret = value.get_secret_value()
-        return secret.decode() if isinstance(secret, bytes) else secret
-    return value
+def _owner_label(cls: type, key: str | None) -> str:
+    return f"resource '{key}' ({cls.__name__})" if key is not None else f"IO handler {cls.__name__}"
 
 
 def _ref_if_importable(obj: Any) -> Ref | None:
@@ -336,7 +346,7 @@ def _portable_copy(definition: NodeDefinition) -> NodeDefinition:
 
 _lock = threading.Lock()
 _code_cache: dict[Code, Any] = {}
-_object_cache: dict[ObjectSpec, BaseModel] = {}
+_object_cache: dict[tuple[Code, str, tuple[str, ...]], BaseModel] = {}  # (class, JSON, secret values)
 _hints_cache: dict[int, dict[str, Any]] = {}
 _set_up: list[BaseModel] = []
 
@@ -413,36 +423,60 @@ def load_code(code: Code, step: str, allowed: Callable[[Any], bool], expected: s
 def rebuild(
     obj: ObjectSpec, step: str, base: type[BaseModel], expected: str, setup: bool = False, key: str = ""
 ) -> Any:
-    """The object an ObjectSpec describes, cached per (class, configuration) in this process.
+    """The object an ObjectSpec describes, cached per (class, configuration, secrets) in this process.
 
-    With `setup`, a resource (injected as `key`) is set up the first time it is rebuilt here.
+    With `setup`, a resource (injected as `key`) is set up the first time it is rebuilt here. Its secrets are
+    resolved first (`rivers.secrets.resolve`): one that cannot be raises SpecError naming the resource or
+    handler, the field and the variable to set. No message raised here carries a secret's value.
     """
+    cls = load_code(obj.ref, step, lambda c: isinstance(c, type) and issubclass(c, base), expected)
+    label = _owner_label(cls, key or None)
+    values = secrets.resolve(obj.secrets, f"step '{step}': {label}") if obj.secrets else ()
+    cache_key = (obj.ref, obj.config_json, values)
     with _lock:
-        found = _object_cache.get(obj)
+        found = _object_cache.get(cache_key)
     if found is not None:
         if not isinstance(found, base):
             raise SpecError(f"step '{step}': {type(found).__name__} is not {expected}, refusing to use it")
         return found
-    cls = load_code(obj.ref, step, lambda c: isinstance(c, type) and issubclass(c, base), expected)
     try:
-        found = cls.model_validate_json(obj.config_json)
-    except Exception as exc:  # a validation error of the user's model
-        raise SpecError(f"step '{step}': cannot rebuild {cls.__name__} from its JSON: {exc}") from exc
+        found = cls.model_validate_json(secrets.inject(obj.config_json, obj.secrets, values))
+    except ValidationError as exc:  # the user's model refuses its configuration; never echo the input
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(the object)'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        )
+        raise SpecError(
+            f"step '{step}': cannot rebuild {cls.__name__} from its JSON: {secrets.scrub(problems, values)}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - a validator of the user's model raised something else
+        raise SpecError(f"step '{step}': cannot rebuild {cls.__name__} from its JSON: "
+                        f"{secrets.scrub(f'{type(exc).__name__}: {exc}', values)}") from _unless_secret(exc, values)
     with _lock:
-        if obj in _object_cache:  # another thread rebuilt it meanwhile
-            return _object_cache[obj]
+        if cache_key in _object_cache:  # another thread rebuilt it meanwhile
+            return _object_cache[cache_key]
         if setup:
             try:
                 setup_resource(found)
-            except Exception as exc:  # the user's setup(): name the step and the resource
+            except Exception as exc:  # noqa: BLE001 - the user's setup(): name the step and the resource
+                message = secrets.scrub(f"{type(exc).__name__}: {exc}", values)
                 raise SpecError(
-                    f"step '{step}': resource '{key}' ({cls.__name__}) failed in setup(): {type(exc).__name__}: {exc}"
-                ) from exc
+                    f"step '{step}': resource '{key}' ({cls.__name__}) failed in setup(): {message}"
+                ) from _unless_secret(exc, values)
             if not _set_up:
                 atexit.register(teardown_rebuilt)
             _set_up.append(found)
-        _object_cache[obj] = found
+        _object_cache[cache_key] = found
     return found
+
+
+def _unless_secret(exc: BaseException, values: tuple[str, ...]) -> BaseException | None:
+    """`exc` as the cause of an error that a report carries, unless its traceback shows a secret's value."""
+    if values:
+        text = "".join(traceback.format_exception(exc))
+        if any(value and value in text for value in values):
+            return None
+    return exc
 
 
 def teardown_rebuilt() -> None:
