@@ -135,6 +135,7 @@ class Worker:
         self._report = self.client.register_script(REPORT_SCRIPT)
         self._release = self.client.register_script(RELEASE_SCRIPT)
         self.pool = ProcessPool(self.concurrency, LeaseFence(self.url, self.name))
+        self.pool.start()  # warm before the first claim: a step never waits for a process to start
         self._install_signals()
         self._beat()  # registered as a consumer before the first job
         threads = [threading.Thread(target=self._heartbeat_loop, name="rivers-heartbeat", daemon=True),

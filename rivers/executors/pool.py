@@ -108,6 +108,12 @@ class ProcessPool:
         if refused:
             self._fail(task, "the worker processes of this pool cannot start (each died before running a step)")
 
+    def start(self) -> None:
+        """Start the processes now rather than at the first submit (a worker warms its pool before it claims)."""
+        with self._lock:
+            if not self._started:
+                self._start()
+
     def cancel(self, ticket: str) -> None:
         """Withdraw a step that has not started; one that runs is left to finish, its reply dropped."""
         with self._lock:
