@@ -1,18 +1,25 @@
-"""Fixtures shared by the distributed tests: a real redis-server and real rivers-worker processes."""
+"""Fixtures shared by the distributed tests: a real redis-server, real rivers-worker and rivers-coordinator
+processes, and a run in a thread."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
 
 from tests.redis_server import RedisServer, wait_for
+
+if TYPE_CHECKING:
+    import rivers as rs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +51,24 @@ def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Ite
     client.close()
     monkeypatch.setenv("RIVERS_REDIS_URL", redis_server.url)
     yield redis_server.url
+
+
+def _own_redis(monkeypatch: pytest.MonkeyPatch, *, appendonly: bool) -> Iterator[RedisServer]:
+    with RedisServer(appendonly=appendonly) as server:
+        monkeypatch.setenv("RIVERS_REDIS_URL", server.url)
+        yield server
+
+
+@pytest.fixture
+def persistent_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
+    """A redis-server of the test's own that keeps its data across a restart (append-only file)."""
+    yield from _own_redis(monkeypatch, appendonly=True)
+
+
+@pytest.fixture
+def forgetful_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
+    """A redis-server of the test's own that keeps nothing across a restart."""
+    yield from _own_redis(monkeypatch, appendonly=False)
 
 
 class WorkerProcesses:
@@ -84,6 +109,13 @@ class WorkerProcesses:
             return []
         self.children.update(child.pid for child in children)
         return children
+
+    def owner_of(self, pid: int) -> subprocess.Popen[bytes]:
+        """The worker whose process tree holds `pid`."""
+        for process in self.processes:
+            if process.pid == pid or pid in {child.pid for child in self.tree(process)}:
+                return process
+        raise AssertionError(f"pid {pid} belongs to no worker")
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL a worker and every process it started (a machine dying takes them all)."""
@@ -142,3 +174,70 @@ def workers(tmp_path: Path) -> Iterator[WorkerProcesses]:
 
 
 WorkerFactory = Callable[..., list[subprocess.Popen[bytes]]]
+
+
+class CoordinatorProcesses:
+    """Starts `rivers-coordinator` subprocesses serving `repo_ref`, each logging JSON to
+    `directory`/coordinator-<i>.log, with `env` added to an environment free of the caller's RIVERS_* settings."""
+
+    def __init__(self, url: str, directory: Path, repo_ref: str, env: dict[str, str] | None = None) -> None:
+        self.url, self.directory, self.repo_ref = url, directory, repo_ref
+        self.env = dict(env or {})
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
+        environ.update({"RIVERS_LOG_FORMAT": "json", "RIVERS_LOG_LEVEL": "INFO", **self.env})
+        with self.log_path(len(self.processes)).open("wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "rivers.cli.coordinator", "--repo", self.repo_ref,
+                                        "--redis-url", self.url], cwd=ROOT, env=environ, stdout=log,
+                                       stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def log_path(self, index: int) -> Path:
+        return self.directory / f"coordinator-{index}.log"
+
+    def name_of(self, process: subprocess.Popen[bytes]) -> str:
+        """The coordinator's name (what it writes as the run's owner), from its `coordinator.started` log line."""
+        path = self.log_path(self.processes.index(process))
+
+        def started() -> str | None:
+            assert process.poll() is None, f"coordinator exited: {path.read_text(errors='replace')[-2000:]}"
+            for line in path.read_text(errors="replace").splitlines():
+                if '"coordinator.started"' in line:
+                    return str(json.loads(line)["coordinator"])
+            return None
+
+        return str(wait_for(started, 30, message=f"{path.name} to log coordinator.started"))
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # a test that failed may leave one stopped (SIGSTOP)
+                process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+
+class Background:
+    """An embedded-coordinator run (repo.materialize) in a thread, so that the test can break things meanwhile."""
+
+    def __init__(self, repo: rs.CodeRepository, **kwargs: Any) -> None:
+        self.result: rs.RunResult | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(repo, kwargs), daemon=True)
+        self.thread.start()
+
+    def _run(self, repo: rs.CodeRepository, kwargs: dict[str, Any]) -> None:
+        try:
+            self.result = repo.materialize(raise_on_error=False, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def wait(self, timeout: float = 90) -> rs.RunResult:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the run did not finish within {timeout:g} s"
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 
 import rivers as rs
-from tests.conftest import WorkerProcesses
+from tests.conftest import Background, WorkerProcesses
 from tests.pipelines import crash_pipeline as cp
 from tests.pipelines import distributed_pipeline as dp
 from tests.redis_server import wait_for
@@ -78,10 +77,7 @@ def test_rq_sees_rivers_workers_and_the_steps_they_run(
         resources={"gate": cp.Gate(directory=str(gate)), "scratch": dp.Scratch(dir=str(tmp_path / "scratch"))},
     )
     client = redis.Redis.from_url(redis_url)
-    outcome: dict[str, rs.RunResult] = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=repo.materialize(raise_on_error=False)),
-                              daemon=True)
-    runner.start()
+    run = Background(repo)
     try:
         [marker] = wait_for(lambda: list(gate.glob("blocking-*")), 30, message="'blocks' to start")
         [jobs_key] = wait_for(lambda: list(client.scan_iter("rivers:run:*:jobs")), 10, message="the run's jobs")
@@ -95,9 +91,7 @@ def test_rq_sees_rivers_workers_and_the_steps_they_run(
         assert busy.get_state() == "busy"
     finally:
         (gate / "release").touch()
-        runner.join(60)
-    assert not runner.is_alive()
-    result = outcome["result"]
+    result = run.wait(60)
     assert result.run_id == run_id
     assert dict(result.failed_assets) == {"broken": "ValueError: boom from a worker (21)"}
     ids = _job_ids(client, run_id)

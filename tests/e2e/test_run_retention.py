@@ -3,10 +3,6 @@ idle coordinator's cost follows the runs in flight, not the runs Redis still kee
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +14,7 @@ import redis
 
 from rivers.distributed import runs
 from rivers.queues import keys
-from tests.conftest import ROOT, WorkerProcesses
+from tests.conftest import CoordinatorProcesses, WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
 from tests.redis_server import wait_for
 
@@ -27,34 +23,11 @@ pytestmark = pytest.mark.slow
 RETENTION_S = 3600
 
 
-class Coordinators:
-    """rivers-coordinator subprocesses serving distributed_pipeline:served_repo with a short retention."""
-
-    def __init__(self, url: str, directory: Path) -> None:
-        self.url, self.directory = url, directory
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
-        env.update({"DIST_TEST_DIR": str(self.directory), "RIVERS_LOG_FORMAT": "json",
-                    "RIVERS_RUN_RETENTION_S": str(RETENTION_S)})
-        log = (self.directory / f"coordinator-{len(self.processes)}.log").open("wb")
-        process = subprocess.Popen([sys.executable, "-m", "rivers.cli.coordinator", "--repo",
-                                    "tests.pipelines.distributed_pipeline:served_repo", "--redis-url", self.url],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        return process
-
-    def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-            process.wait(10)
-
-
 @pytest.fixture
-def coordinators(redis_url: str, tmp_path: Path) -> Iterator[Coordinators]:
-    procs = Coordinators(redis_url, tmp_path)
+def coordinators(redis_url: str, tmp_path: Path) -> Iterator[CoordinatorProcesses]:
+    """rivers-coordinator subprocesses serving distributed_pipeline:served_repo with a short retention."""
+    procs = CoordinatorProcesses(redis_url, tmp_path, "tests.pipelines.distributed_pipeline:served_repo",
+                                 env={"DIST_TEST_DIR": str(tmp_path), "RIVERS_RUN_RETENTION_S": str(RETENTION_S)})
     yield procs
     procs.close()
 
@@ -85,7 +58,7 @@ def assert_every_key_expires(client: redis.Redis, run_id: str, at_most_s: float 
 
 
 def test_every_key_of_an_ended_run_expires(
-    redis_url: str, client: redis.Redis, workers: WorkerProcesses, coordinators: Coordinators, tmp_path: Path
+    redis_url: str, client: redis.Redis, workers: WorkerProcesses, coordinators: CoordinatorProcesses, tmp_path: Path
 ) -> None:
     repo = dp.make_repo([dp.source, dp.doubled, dp.gated, dp.after_gated], tmp_path)
     scratch = repo.resources["scratch"]
@@ -128,7 +101,7 @@ def test_every_key_of_an_ended_run_expires(
 
 
 def test_runs_index_is_trimmed_at_start_and_when_a_run_ends(
-    redis_url: str, client: redis.Redis, workers: WorkerProcesses, coordinators: Coordinators, tmp_path: Path
+    redis_url: str, client: redis.Redis, workers: WorkerProcesses, coordinators: CoordinatorProcesses, tmp_path: Path
 ) -> None:
     old = time.time() - RETENTION_S - 60
 
@@ -156,7 +129,7 @@ def test_runs_index_is_trimmed_at_start_and_when_a_run_ends(
 
 
 def test_a_run_submitted_before_the_active_set_existed_is_still_taken_over(
-    redis_url: str, client: redis.Redis, workers: WorkerProcesses, coordinators: Coordinators, tmp_path: Path
+    redis_url: str, client: redis.Redis, workers: WorkerProcesses, coordinators: CoordinatorProcesses, tmp_path: Path
 ) -> None:
     """A run in the index, queued, not in rivers:runs:active, no wake-up: its coordinator died long ago."""
     run_id = runs.new_run_id()
@@ -184,7 +157,7 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 def test_an_idle_coordinator_costs_nothing_per_recorded_run(
-    redis_url: str, client: redis.Redis, workers: WorkerProcesses, coordinators: Coordinators, tmp_path: Path
+    redis_url: str, client: redis.Redis, workers: WorkerProcesses, coordinators: CoordinatorProcesses, tmp_path: Path
 ) -> None:
     recorded = 20_000
     now = time.time()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,44 +12,23 @@ import pytest
 import redis
 
 from rivers.queues import keys
-from tests.conftest import ROOT, WorkerProcesses
+from tests.conftest import ROOT, CoordinatorProcesses, WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
 from tests.redis_server import wait_for
 
 pytestmark = pytest.mark.slow
 
 
-class Coordinators:
-    def __init__(self, url: str, directory: Path) -> None:
-        self.url, self.directory = url, directory
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
-        env.update({"DIST_TEST_DIR": str(self.directory), "RIVERS_LOG_FORMAT": "json"})
-        log = (self.directory / f"coordinator-{len(self.processes)}.log").open("wb")
-        process = subprocess.Popen([sys.executable, "-m", "rivers.cli.coordinator", "--repo",
-                                    "tests.pipelines.distributed_pipeline:served_repo", "--redis-url", self.url],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        return process
-
-    def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-            process.wait(10)
-
-
 @pytest.fixture
-def coordinators(redis_url: str, tmp_path: Path) -> Iterator[Coordinators]:
-    procs = Coordinators(redis_url, tmp_path)
+def coordinators(redis_url: str, tmp_path: Path) -> Iterator[CoordinatorProcesses]:
+    procs = CoordinatorProcesses(redis_url, tmp_path, "tests.pipelines.distributed_pipeline:served_repo",
+                                 env={"DIST_TEST_DIR": str(tmp_path)})
     yield procs
     procs.close()
 
 
 def test_a_submitted_run_is_served_and_recorded(
-    redis_url: str, workers: WorkerProcesses, coordinators: Coordinators, tmp_path: Path
+    redis_url: str, workers: WorkerProcesses, coordinators: CoordinatorProcesses, tmp_path: Path
 ) -> None:
     workers.start(redis_url)
     coordinators.start()
@@ -70,7 +48,7 @@ def test_a_submitted_run_is_served_and_recorded(
 
 
 def test_a_run_whose_coordinator_died_is_resumed_without_rerunning_finished_steps(
-    redis_url: str, workers: WorkerProcesses, coordinators: Coordinators, tmp_path: Path
+    redis_url: str, workers: WorkerProcesses, coordinators: CoordinatorProcesses, tmp_path: Path
 ) -> None:
     workers.start(redis_url, concurrency=2)
     first = coordinators.start()
@@ -96,7 +74,7 @@ def test_a_run_whose_coordinator_died_is_resumed_without_rerunning_finished_step
 
 
 def test_cancel_fails_running_steps_and_skips_the_rest(
-    redis_url: str, workers: WorkerProcesses, coordinators: Coordinators, tmp_path: Path
+    redis_url: str, workers: WorkerProcesses, coordinators: CoordinatorProcesses, tmp_path: Path
 ) -> None:
     workers.start(redis_url)
     coordinators.start()

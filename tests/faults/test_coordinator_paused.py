@@ -29,8 +29,8 @@ import pytest
 import redis
 
 from rivers.queues import keys
-from tests.conftest import WorkerProcesses
-from tests.faults.test_exactly_once import Coordinators, _first, chain_problems
+from tests.conftest import CoordinatorProcesses, WorkerProcesses
+from tests.faults.test_exactly_once import _first, chain_coordinators, chain_problems
 from tests.pipelines import exactly_once_pipeline as eo
 from tests.redis_server import wait_for
 
@@ -41,15 +41,10 @@ STOOD_DOWN_TIMEOUT_S = 15.0
 
 
 @pytest.fixture
-def coordinators(redis_url: str, tmp_path: Path) -> Iterator[Coordinators]:
-    directory = tmp_path / "data"
-    directory.mkdir()
-    procs = Coordinators(redis_url, directory)
+def coordinators(redis_url: str, tmp_path: Path) -> Iterator[CoordinatorProcesses]:
+    procs = chain_coordinators(redis_url, tmp_path)
     yield procs
-    for process in procs.processes:  # a failure may leave one stopped: SIGKILL ends it all the same
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-    procs.close()
+    procs.close()  # SIGCONTs one a failure left stopped, then SIGKILLs
 
 
 def _log_events(path: Path) -> list[dict[str, Any]]:
@@ -77,7 +72,7 @@ def _tree(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("pause_after", [20, 100], ids=["early", "middle"])
 def test_paused_owner_stands_down_and_the_run_finishes_exactly_once(
-    redis_url: str, workers: WorkerProcesses, coordinators: Coordinators, pause_after: int
+    redis_url: str, workers: WorkerProcesses, coordinators: CoordinatorProcesses, pause_after: int
 ) -> None:
     workers.start(redis_url, count=2, concurrency=2)
     processes = [coordinators.start(), coordinators.start()]

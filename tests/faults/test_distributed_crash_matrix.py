@@ -10,7 +10,6 @@ import importlib
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from obstore.store import LocalStore
 
 import rivers as rs
-from tests.conftest import WorkerProcesses
+from tests.conftest import Background, WorkerProcesses
 from tests.pipelines import crash_pipeline as cp
 from tests.pipelines import import_hang
 from tests.redis_server import wait_for
@@ -132,10 +131,7 @@ def test_a_step_whose_module_hangs_on_import_holds_only_its_own_slot(
         default_executor=rs.Executor.parallel(max_workers=2), default_io_handler=handler,
         resources={"gate": cp.Gate(directory=str(hang))},
     )
-    outcome: dict[str, rs.RunResult] = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=repo.materialize(raise_on_error=False)),
-                              daemon=True)
-    runner.start()
+    run = Background(repo)
     try:
         [marker] = wait_for(lambda: list(hang.glob("hanging-*")), 30, message="the import to start hanging")
         hanging_pid = int(marker.name.removeprefix("hanging-"))
@@ -143,14 +139,12 @@ def test_a_step_whose_module_hangs_on_import_holds_only_its_own_slot(
         others = ("upstream", "sibling", "independent", "while_hanging", "after_while_hanging")
         wait_for(lambda: all((values / f"{n}.pkl").exists() for n in others), 30,
                  message="the other steps to finish beside the hanging import")
-        assert runner.is_alive() and psutil.Process(hanging_pid).is_running()  # it still hangs
+        assert run.thread.is_alive() and psutil.Process(hanging_pid).is_running()  # it still hangs
         assert not (hang / import_hang.RELEASE).exists()
     finally:
         released = time.time()
         (hang / import_hang.RELEASE).touch()  # the import finishes, and so does the step
-    runner.join(30)
-    assert not runner.is_alive(), "the run did not end once the import was released"
-    result = outcome["result"]
+    result = run.wait(30)
     assert result.success, result.failed_assets
     assert sorted(result.materialized_assets) == sorted(["import_hang", *others])
     assert repo.load_node("import_hang") == 2 and repo.load_node("sibling") == 11
@@ -174,10 +168,7 @@ def test_a_worker_that_is_killed_takes_its_pool_processes_with_it(
     handler = rs.PickleIOHandler(LocalStore(str(tmp_path / "values"), mkdir=True))
     repo = rs.CodeRepository([cp.upstream, cp.pool_pid, cp.blocks], default_executor=rs.Executor.parallel(),
                              default_io_handler=handler, resources={"gate": cp.Gate(directory=str(gate))})
-    outcome: dict[str, rs.RunResult] = {}
-    runner = threading.Thread(target=lambda: outcome.update(result=repo.materialize(raise_on_error=False)),
-                              daemon=True)
-    runner.start()
+    run = Background(repo)
     pool: list[psutil.Process] = []
     try:
         [marker] = wait_for(lambda: list(gate.glob("blocking-*")), 30, message="'blocks' to start")
@@ -199,9 +190,7 @@ def test_a_worker_that_is_killed_takes_its_pool_processes_with_it(
         if worker.poll() is None:
             worker.kill()
         [again] = workers.start(redis_url, concurrency=2)  # takes the retry of 'blocks' once its lease expires
-        runner.join(60)
-    assert not runner.is_alive()
-    result = outcome["result"]
+    result = run.wait(60)
     assert result.success, result.failed_assets
     assert result.step_results["blocks"].attempt == 2
     assert repo.load_node("blocks") in _children(again)

@@ -6,53 +6,17 @@ Real processes are killed and restarted; the tests wait for states with deadline
 from __future__ import annotations
 
 import signal
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
-import rivers as rs
-from tests.conftest import WorkerProcesses
+from tests.conftest import Background, WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
 from tests.redis_server import RedisServer, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-class Background:
-    """A run in a thread, so that the test can break things while it goes."""
-
-    def __init__(self, repo: rs.CodeRepository, **kwargs: Any) -> None:
-        self.result: rs.RunResult | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(repo, kwargs), daemon=True)
-        self.thread.start()
-
-    def _run(self, repo: rs.CodeRepository, kwargs: dict[str, Any]) -> None:
-        try:
-            self.result = repo.materialize(raise_on_error=False, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self.error = exc
-
-    def wait(self, timeout: float = 90) -> rs.RunResult:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the run did not finish"
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
-
-
-def owner_of(workers: WorkerProcesses, pid: int) -> Any:
-    """The worker whose process tree holds `pid`."""
-    for process in workers.processes:
-        if process.pid == pid or pid in {child.pid for child in workers.tree(process)}:
-            return process
-    raise AssertionError(f"pid {pid} belongs to no worker")
 
 
 def test_a_worker_killed_mid_step_costs_one_retry_on_another_worker(
@@ -63,7 +27,7 @@ def test_a_worker_killed_mid_step_costs_one_retry_on_another_worker(
     scratch = repo.resources["scratch"]
     run = Background(repo)
     wait_for(lambda: scratch.lines("stalls_once"), 60, message="the step to start")
-    victim = owner_of(workers, int(scratch.lines("stalls_once")[0]))
+    victim = workers.owner_of(int(scratch.lines("stalls_once")[0]))
     workers.kill(victim)
     killed_at = time.time()
     result = run.wait()
@@ -111,13 +75,6 @@ def test_a_second_sigterm_hands_running_steps_back_to_the_queue(
     assert result.success, result.failed_assets
     assert result.step_results["stalls_once"].attempt == 1  # handed back, not failed and retried
     assert len(scratch.lines("stalls_once")) == 2
-
-
-@pytest.fixture
-def persistent_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
-    with RedisServer(appendonly=True) as server:
-        monkeypatch.setenv("RIVERS_REDIS_URL", server.url)
-        yield server
 
 
 def test_a_redis_restart_mid_run_is_survived(

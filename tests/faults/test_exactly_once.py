@@ -14,12 +14,7 @@ Expected to pass: the control run and the neighbour test (killed between storing
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +26,7 @@ import redis
 
 import rivers as rs
 from rivers.queues import keys
-from tests.conftest import ROOT, WorkerProcesses
+from tests.conftest import Background, CoordinatorProcesses, WorkerProcesses
 from tests.pipelines import exactly_once_pipeline as eo
 from tests.redis_server import wait_for
 
@@ -40,84 +35,18 @@ pytestmark = pytest.mark.slow
 REPO_REF = "tests.pipelines.exactly_once_pipeline:repo"
 
 
-class Coordinators:
-    """rivers-coordinator subprocesses serving the 200-step repository stored under `directory`."""
-
-    def __init__(self, url: str, directory: Path) -> None:
-        self.url, self.directory = url, directory
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
-        env.update({eo.ENV_DIR: str(self.directory), "RIVERS_LOG_FORMAT": "json", "RIVERS_LOG_LEVEL": "INFO"})
-        log = self.log_path(len(self.processes)).open("wb")
-        process = subprocess.Popen([sys.executable, "-m", "rivers.cli.coordinator", "--repo", REPO_REF,
-                                    "--redis-url", self.url], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        return process
-
-    def log_path(self, index: int) -> Path:
-        return self.directory / f"coordinator-{index}.log"
-
-    def name_of(self, process: subprocess.Popen[bytes]) -> str:
-        """The coordinator's name (what it writes as the run's owner), from its `coordinator.started` log line."""
-        path = self.log_path(self.processes.index(process))
-
-        def started() -> str | None:
-            assert process.poll() is None, f"coordinator exited: {path.read_text(errors='replace')[-2000:]}"
-            for line in path.read_text(errors="replace").splitlines():
-                if '"coordinator.started"' in line:
-                    return str(json.loads(line)["coordinator"])
-            return None
-
-        return str(wait_for(started, 30, message=f"{path.name} to log coordinator.started"))
-
-    def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-            process.wait(10)
+def chain_coordinators(redis_url: str, tmp_path: Path) -> CoordinatorProcesses:
+    """rivers-coordinator subprocesses serving the 200-step repository stored under their `directory`."""
+    directory = tmp_path / "data"
+    directory.mkdir()
+    return CoordinatorProcesses(redis_url, directory, REPO_REF, env={eo.ENV_DIR: str(directory)})
 
 
 @pytest.fixture
-def coordinators(redis_url: str, tmp_path: Path) -> Iterator[Coordinators]:
-    directory = tmp_path / "data"
-    directory.mkdir()
-    procs = Coordinators(redis_url, directory)
+def coordinators(redis_url: str, tmp_path: Path) -> Iterator[CoordinatorProcesses]:
+    procs = chain_coordinators(redis_url, tmp_path)
     yield procs
     procs.close()
-
-
-class Background:
-    """An embedded-coordinator run (repo.materialize) in a thread, so that the test can break things meanwhile."""
-
-    def __init__(self, repo: rs.CodeRepository, **kwargs: Any) -> None:
-        self.result: rs.RunResult | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(repo, kwargs), daemon=True)
-        self.thread.start()
-
-    def _run(self, repo: rs.CodeRepository, kwargs: dict[str, Any]) -> None:
-        try:
-            self.result = repo.materialize(raise_on_error=False, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self.error = exc
-
-    def wait(self, timeout: float = 60) -> rs.RunResult:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"the run did not finish within {timeout:g} s"
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
-
-
-def owner_of(workers: WorkerProcesses, pid: int) -> subprocess.Popen[bytes]:
-    """The worker whose process tree holds `pid`."""
-    for process in workers.processes:
-        if process.pid == pid or pid in {child.pid for child in workers.tree(process)}:
-            return process
-    raise AssertionError(f"pid {pid} belongs to no worker")
 
 
 def chain_problems(repo: rs.CodeRepository) -> list[str]:
@@ -155,7 +84,7 @@ def _first(mapping: dict[str, Any], count: int = 8) -> str:
 
 
 def test_control_a_served_run_without_faults_runs_every_step_exactly_once(
-    redis_url: str, workers: WorkerProcesses, coordinators: Coordinators
+    redis_url: str, workers: WorkerProcesses, coordinators: CoordinatorProcesses
 ) -> None:
     """The baseline of the takeover tests: same pipeline, same processes, nobody killed."""
     workers.start(redis_url, count=2, concurrency=2)
@@ -170,7 +99,7 @@ def test_control_a_served_run_without_faults_runs_every_step_exactly_once(
 
 @pytest.mark.parametrize("kill_after", [10, 100, 190], ids=["early", "middle", "late"])
 def test_takeover_runs_every_step_exactly_once(
-    redis_url: str, workers: WorkerProcesses, coordinators: Coordinators, kill_after: int
+    redis_url: str, workers: WorkerProcesses, coordinators: CoordinatorProcesses, kill_after: int
 ) -> None:
     """KNOWN BUG before the rewrite. SIGKILL the coordinator owning a 200-step run once `kill_after` steps
     are recorded as finished; the other coordinator takes the run over: it must adopt what is queued, running
@@ -223,7 +152,7 @@ def test_paused_worker_does_not_overwrite_the_accepted_attempt(
     run = Background(repo)
     wait_for(lambda: counter.count("slow") >= 1, 60, message="'slow' to start")
     first_pid = counter.executions("slow")[0][0]
-    victim = owner_of(workers, first_pid)
+    victim = workers.owner_of(first_pid)
     tree = [psutil.Process(victim.pid), *workers.tree(victim)]
     paused_pids = {process.pid for process in tree}
     for process in tree:
@@ -276,7 +205,7 @@ def test_worker_killed_between_storing_and_reporting_costs_one_consistent_retry(
     run = Background(repo)
     wait_for(lambda: eo.LoggedPickleIOHandler.writes(log_dir, "written"), 60,
              message="'written' to store its value (its handler then stalls)")
-    victim = owner_of(workers, eo.LoggedPickleIOHandler.writes(log_dir, "written")[0][0])
+    victim = workers.owner_of(eo.LoggedPickleIOHandler.writes(log_dir, "written")[0][0])
     workers.kill(victim)
     result = run.wait(60)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,11 @@ from rivers.queues import keys
 from rivers.queues.base import StepRequest
 from rivers.queues.redis import RedisHub, _Pending
 from rivers.results import StepResult
-from tests.conftest import WorkerProcesses
-from tests.faults.test_distributed_faults import Background
+from tests.conftest import Background, WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
 from tests.redis_server import RedisServer, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def forgetful_redis(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
-    """A Redis that keeps nothing across a restart."""
-    with RedisServer(appendonly=False) as server:
-        monkeypatch.setenv("RIVERS_REDIS_URL", server.url)
-        yield server
 
 
 def test_a_job_that_vanished_with_redis_data_is_sent_again(
