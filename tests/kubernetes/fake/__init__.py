@@ -1,0 +1,1 @@
+"""The fake cluster's parts; tests use them through tests/kubernetes/fake_cluster.py."""
