@@ -14,7 +14,7 @@ from rivers.coordinator.coordinator import Coordinator, RunListener
 from rivers.definitions.executors import Executor
 from rivers.definitions.policies import RetryPolicy
 from rivers.exceptions import ConfigurationError
-from rivers.executors import queues_for
+from rivers.executors import executor_limits, queues_for
 from rivers.launch import parse_launch
 from rivers.plan import Plan, build_plan
 from rivers.resolve import ResolvedGraph
@@ -109,7 +109,7 @@ def execute_run(
         run_id=request.run_id, plan=plan, queues=queues,
         resources=run_resources(repository, launch.resources), step_config=launch.steps,
         listener=_listener_of([*_listeners, *([listener] if listener is not None else [])]),
-        seed=seed,
+        seed=seed, executor_limits=executor_limits(executor),
     )
     if on_coordinator is not None:
         on_coordinator(coordinator)

@@ -54,6 +54,7 @@ class Coordinator:
         step_config: Mapping[str, dict[str, Any]],
         listener: RunListener | None = None,
         seed: Mapping[str, StepResult] | None = None,
+        executor_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.run_id = run_id
         self.plan = plan
@@ -62,7 +63,7 @@ class Coordinator:
         self.resources = resources
         self.step_config = step_config
         self.listener = listener
-        self.state = RunState(plan, seed)
+        self.state = RunState(plan, seed, executor_limits)
         self.inbox: queue.SimpleQueue[StepResult | None] = queue.SimpleQueue()  # None: stand down
         self.in_flight = 0
         self.log = get_logger().bind(run_id=run_id)

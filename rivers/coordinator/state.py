@@ -44,7 +44,8 @@ class _Throttle:
 class RunState:
     """Steps and outputs of one run; a step becomes ready when every output it needs succeeded."""
 
-    def __init__(self, plan: Plan, seed: Mapping[str, StepResult] | None = None) -> None:
+    def __init__(self, plan: Plan, seed: Mapping[str, StepResult] | None = None,
+                 executor_limits: Mapping[str, int] | None = None) -> None:
         self.plan = plan
         self.seed = dict(seed or {})  # final results of a resumed run: those steps do not run again
         self.waiting: dict[str, int] = {key: len(step.needs) for key, step in plan.steps.items()}
@@ -56,7 +57,8 @@ class RunState:
         self.fan_out_keys: dict[str, list[str]] = {}  # fan-out source output -> instance keys
         self.instances: dict[str, list[str]] = {}  # mapped step -> its instance steps, in source order
         self.completed: dict[str, list[str]] = {}  # mapped step -> its instance steps, in completion order
-        self.throttles: dict[str, _Throttle] = {}
+        self.throttles: dict[str, _Throttle] = {}  # mapped step key (max_concurrency) -> its throttle
+        self.executor_throttles = {key: _Throttle(limit) for key, limit in (executor_limits or {}).items()}
         self.timers: list[tuple[float, int, Step]] = []  # (due, tiebreak, step): retries waiting for their backoff
         self._tiebreak = 0
 
@@ -83,14 +85,20 @@ class RunState:
         return self.attempts[step.key]
 
     def admit(self, step: Step) -> int | None:
-        """Start a step unless its mapped step's max_concurrency is reached (then it waits its turn): the attempt."""
-        throttle = self.throttles.get(step.instance_of or "")
-        if throttle is not None and step.key not in throttle.running:
-            if len(throttle.running) >= throttle.limit:
+        """Start a step unless a limit is reached (then it waits its turn): its mapped step's max_concurrency or
+        its executor's max_concurrent_steps. Returns the attempt; a retried step keeps its places."""
+        throttles = self._throttles_of(step)
+        for throttle in throttles:
+            if step.key not in throttle.running and len(throttle.running) >= throttle.limit:
                 throttle.waiting.append(step)
                 return None
+        for throttle in throttles:
             throttle.running.add(step.key)
         return self.start(step)
+
+    def _throttles_of(self, step: Step) -> list[_Throttle]:
+        found = [self.throttles.get(step.instance_of or ""), self.executor_throttles.get(step.executor)]
+        return [throttle for throttle in found if throttle is not None]
 
     # -- fan-out ----------------------------------------------------------------------------
     def expand(self, mapped: Step, keys: list[str], limit: int | None) -> tuple[list[Step], StepResult | None]:
@@ -167,9 +175,9 @@ class RunState:
             settled.ready.extend(ready)
             settled.skipped.extend(skipped)
             instance = self.plan.steps[final.step_key]
+            settled.ready.extend(self._release(instance))
             if instance.instance_of is None:
                 continue
-            settled.ready.extend(self._release(instance))
             self.completed[instance.instance_of].append(instance.key)
             if len(self.completed[instance.instance_of]) == len(self.instances[instance.instance_of]):
                 pending.append(self.mapped_result(instance.instance_of).model_copy(update={"run_id": final.run_id}))
@@ -200,12 +208,14 @@ class RunState:
     def next_due(self) -> float | None:
         return self.timers[0][0] if self.timers else None
 
-    def _release(self, instance: Step) -> list[Step]:
-        throttle = self.throttles.get(instance.instance_of or "")
-        if throttle is None:
-            return []
-        throttle.running.discard(instance.key)
-        return [throttle.waiting.popleft()] if throttle.waiting else []
+    def _release(self, step: Step) -> list[Step]:
+        """A step ended: its places go to the next steps waiting for them (dispatched, hence admitted, again)."""
+        ready: list[Step] = []
+        for throttle in self._throttles_of(step):
+            throttle.running.discard(step.key)
+            if throttle.waiting:
+                ready.append(throttle.waiting.popleft())
+        return ready
 
     def _finish(self, result: StepResult) -> tuple[list[Step], list[str]]:
         """Record a step's final result; returns (steps now ready, steps now skipped)."""

@@ -5,14 +5,40 @@ from __future__ import annotations
 from rivers.definitions.executors import Executor, Parallel
 from rivers.exceptions import ConfigurationError
 from rivers.plan import Plan
-from rivers.queues.base import StepQueue
+from rivers.queues.base import StepQueue, StepRequest
+from rivers.results import StepResult
+
+NO_REDIS_FOR_KUBERNETES = (
+    "Kubernetes steps travel through Redis: set RIVERS_REDIS_URL (and run `rivers-worker --executor kubernetes`) "
+    "to run '{step}' on Kubernetes"
+)
+
+
+class UnavailableQueue:
+    """The queue of an executor this run cannot reach: each step put on it fails at once, saying why."""
+
+    def __init__(self, executor: str, message: str) -> None:
+        self.executor = executor
+        self.message = message  # formatted with {step}
+
+    def put(self, request: StepRequest) -> None:
+        call = request.call
+        request.report(StepResult.failed(call.run_id, call.step_key, call.attempt, [s.name for s in call.outputs],
+                                         ConfigurationError(self.message.format(step=call.step_key))))
+
+    def flush(self) -> None:
+        """Nothing is ever held."""
+
+    def cancel_run(self, run_id: str) -> None:
+        """Nothing is ever held."""
 
 
 def queues_for(plan: Plan, executor: Executor) -> dict[str, StepQueue]:
     """The queue of every executor key the plan uses, apart from in_process (run by the coordinator).
 
     With RIVERS_REDIS_URL set, `parallel` steps go to rivers-workers through Redis; the ones that must
-    stay in this process (process-local values) still go to the embedded parallel queue.
+    stay in this process (process-local values) still go to the embedded parallel queue. `kubernetes`
+    steps always go through Redis (to the pod launcher); without it they fail at once, saying so.
     """
     from rivers.distributed.connection import redis_url
 
@@ -29,6 +55,19 @@ def queues_for(plan: Plan, executor: Executor) -> dict[str, StepQueue]:
                 from rivers.queues.redis import redis_queue
 
                 queues[key] = redis_queue(url, key, local)
+        elif key == "kubernetes":
+            if url is None:
+                queues[key] = UnavailableQueue(key, NO_REDIS_FOR_KUBERNETES)
+            else:
+                from rivers.queues.redis import redis_queue
+
+                queues[key] = redis_queue(url, key)
         else:
             raise ConfigurationError(f"The '{key}' executor is not available in this version of rivers")
     return queues
+
+
+def executor_limits(executor: Executor) -> dict[str, int]:
+    """Executor key -> the most steps of a run queued or running on it at once (enforced by RunState)."""
+    limit = getattr(executor, "max_concurrent_steps", None)
+    return {executor.key: limit} if limit is not None else {}
