@@ -188,9 +188,9 @@ class Resolver:
                     slot.fan_out = slot.fan_out or param.kind == "item"
                     producer_def = nodes[producer[param.source]].definition  # type: ignore[index]
                     param.iterate = isinstance(producer_def, CollectNode) and producer_def.stream
-        graph = ResolvedGraph(nodes, producer, self.graphs)
-        check_acyclic(graph)
-        return graph
+        resolved = ResolvedGraph(nodes, producer, self.graphs)
+        check_acyclic(resolved)
+        return resolved
 
     def _index_outputs(self) -> dict[str, str]:
         producer: dict[str, str] = {}

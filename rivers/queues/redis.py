@@ -347,7 +347,8 @@ class RedisHub:
 
     def deliver_stored(self, pending: _Pending) -> bool:
         """Deliver the copy of a report kept in the run's reports hash; False if there is none or it is refused."""
-        message = self.client.hget(keys.run_reports_key(pending.request.call.run_id), pending.job_id)
+        message = cast(bytes | None, self.client.hget(keys.run_reports_key(pending.request.call.run_id),
+                                                      pending.job_id))
         return message is not None and self.deliver(message)
 
     def _lost(self, pending: _Pending) -> None:
