@@ -1,7 +1,7 @@
-"""rivers-worker: claim steps from one queue, hand their spec JSON to a warm loky pool, forward the reports.
+"""rivers-worker: claim steps from one queue, hand their spec JSON to warm step processes, forward the reports.
 
     BLMPOP rq:queue:rivers:<executor> (up to the free slots)
-        ──> CLAIM script: for each id whose job hash still exists: lease (PX, value = this worker), job started
+        ──> CLAIM script: for each id whose job is still queued: lease (PX, value = this worker), job started
         ──> decode_job: signature (RIVERS_SECRET) over the exact bytes, bounded decompression, a rivers step?
               refused ──> job failed in Redis, nothing run, nothing reported (its sender is unknown)
         ──> pool.submit(job id, spec JSON, reply)      (pool.py: user code runs only in pool processes;
