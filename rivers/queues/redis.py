@@ -154,7 +154,11 @@ class RedisHub:
             self._outbox.put(pending)
         else:
             pending.queued_at = time.monotonic()
-            self.client.lpush(keys.wake_key(self.name), "1")
+            pipe = self.client.pipeline(transaction=False)  # the listener must watch the adopted run's results
+            pipe.lpush(keys.wake_key(self.name), "1")
+            pipe.ltrim(keys.wake_key(self.name), 0, 0)
+            pipe.expire(keys.wake_key(self.name), defaults.RESULT_TTL_S)
+            pipe.execute()
 
     def expect(self, run_id: str, jobs: dict[str, str]) -> None:
         """A run taken over: its steps' latest jobs (step key -> job id) may still be running or reported."""
