@@ -23,11 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.executor == "kubernetes":
-        if not args.step:
-            parser.error("--executor kubernetes needs --step STEP_ID")
-        print("rivers-worker: error: the kubernetes executor is not available in this version of rivers",
-              file=sys.stderr)
+    if args.step and args.executor != "kubernetes":
+        parser.error("--step is for step pods: --executor kubernetes --step JOB_ID")
+    if args.executor == "kubernetes" and not args.step:
+        print("rivers-worker: error: the pod launcher (--executor kubernetes without --step) is not available "
+              "in this version of rivers", file=sys.stderr)
         return 2
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
@@ -40,9 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if os.getcwd() not in sys.path:  # steps are imported by module name, like `rivers materialize` does
         sys.path.insert(0, os.getcwd())
-    from rivers.distributed.worker import Worker
-
     try:
+        if args.step:
+            from rivers.distributed.step_pod import StepPod
+
+            return StepPod(url, args.step).run()
+        from rivers.distributed.worker import Worker
+
         return Worker(url, args.executor, args.concurrency, args.burst).run()
     except (ConfigurationError, ExecutionError) as exc:
         print(f"rivers-worker: error: {exc}", file=sys.stderr)

@@ -41,17 +41,22 @@ class FenceFactory:
         raise NotImplementedError
 
 
-def serve(conn: Connection, key: bytes, log_level: int, fence_factory: FenceFactory | None) -> None:
-    """The main loop of a pool process. A pool with a fence belongs to a rivers-worker, which forwards result
-    JSON only: it gets no pickled exceptions."""
+def configure(key: bytes | None, log_level: int, fence_factory: FenceFactory | None) -> None:
+    """Set this process up to run steps from specs. With a fence, steps belong to a rivers-worker or a step
+    pod, which forward result JSON only: no pickled exceptions."""
     global _fence_factory, _pickle_exceptions
     signing.use_key(key)
     _fence_factory = fence_factory
     _pickle_exceptions = fence_factory is None
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="rivers-parent-watch", daemon=True).start()
     for name in ("rivers.assets", "rivers.tasks"):  # context.log records must reach the step's capture
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(log_level)
+
+
+def serve(conn: Connection, key: bytes, log_level: int, fence_factory: FenceFactory | None) -> None:
+    """The main loop of a pool process."""
+    configure(key, log_level, fence_factory)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="rivers-parent-watch", daemon=True).start()
     try:
         while (message := _receive(conn)) is not None:
             ticket, spec_json = message

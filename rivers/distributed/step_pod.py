@@ -1,0 +1,96 @@
+"""A step pod: `rivers-worker --executor kubernetes --step <job id>` runs exactly that job, here, and reports it.
+
+    the pod launcher claimed the job from rivers:kubernetes (the lease names the launcher) and started this pod
+        ──> HANDOVER script: the lease passes from the launcher to this pod, only while the job is started
+        ──> decode_job: signature (RIVERS_SECRET) over the exact bytes, bounded decompression
+        ──> the one step runtime, in this process (pool_process.run_spec), each output write fenced by the lease
+        ──> REPORT script (the worker's: reported only while this pod holds the lease); exit 0 | 1
+    heartbeat thread: renews the lease while the step runs
+
+A step pod is one more worker of the same contract: the coordinator cannot tell its reports from a worker's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from rivers import defaults, signing
+from rivers.distributed.connection import check_reachable, connect
+from rivers.distributed.fence import LeaseFence
+from rivers.distributed.jobs import decode_job, encode_report
+from rivers.distributed.worker import REPORT_SCRIPT
+from rivers.exceptions import ExecutionError, RefusedJob
+from rivers.executors import pool_process
+from rivers.logs import get_logger, log_level
+from rivers.queues import keys, rq_view
+
+# ARGV: pod name, lease ms, now (RQ time), now (epoch s), job id. -> {'ok', data, signature} | {'<why not>'}
+HANDOVER_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
+local id = ARGV[5]
+local job = '{keys.RQ_JOB_PREFIX}' .. id
+local found = redis.call('HMGET', job, '{keys.JOB_DATA}', '{keys.JOB_SIGNATURE}', '{keys.JOB_STATUS}',
+                         '{keys.JOB_WORKER}', '{keys.JOB_ORIGIN}')
+if not found[1] then
+  return {{'its job is gone'}}
+end
+local lease = '{keys.LEASE_PREFIX}' .. id
+if found[3] ~= '{keys.STARTED}' or redis.call('EXISTS', lease) == 0 then
+  return {{'its job is ' .. (found[3] or 'unknown') .. ', not claimed by a launcher'}}
+end
+rq_requeued(found[5], id, found[4])
+rq_started(found[5], id, ARGV[1], ARGV[4], ARGV[3], {defaults.RQ_STARTED_TTL_S})
+redis.call('SET', lease, ARGV[1], 'PX', ARGV[2])
+return {{'ok', found[1], found[2] or ''}}
+"""
+
+
+class StepPod:
+    """One step pod's life: take the job over, run it, report it."""
+
+    def __init__(self, url: str, job_id: str) -> None:
+        self.url = url
+        self.job_id = job_id
+        self.name = f"{socket.gethostname()}.{os.getpid()}"
+        self.log = get_logger().bind(pod=self.name, job_id=job_id)
+        self.client: Any = None
+        self._done = threading.Event()
+
+    def run(self) -> int:
+        """0 when the step succeeded, 1 when it failed; ExecutionError when there is nothing this pod may run."""
+        check_reachable(self.url)
+        self.client = connect(self.url)
+        key = signing.deployment_key()
+        taken = self.client.register_script(HANDOVER_SCRIPT)(
+            args=[self.name, defaults.LEASE_MS, rq_view.rq_time(), time.time(), self.job_id])
+        if taken[0] != b"ok":
+            raise ExecutionError(f"step pod for job {self.job_id}: {taken[0].decode()}")
+        try:
+            job = decode_job(self.job_id, taken[1], taken[2] or None, key)
+        except RefusedJob as exc:
+            raise ExecutionError(f"step pod: {exc}") from None
+        threading.Thread(target=self._renew, name="rivers-lease", daemon=True).start()
+        pool_process.configure(None, log_level(), LeaseFence(self.url, self.name))
+        result_json, failure, _ = pool_process.run_spec(job.spec_json, self.job_id)
+        self._done.set()
+        stale = self.client.register_script(REPORT_SCRIPT)(args=[
+            self.name, rq_view.rq_time(), time.time(), keys.queue_name("kubernetes"), self.job_id, job.reply_to,
+            keys.reports_key_of(job.reply_to), encode_report(self.job_id, result_json, key), failure,
+            rq_view.exc_string_field(failure) if failure else ""])
+        if stale:
+            self.log.warning("pod.stale_report_dropped", reason="the attempt lost its lease; it was retried")
+        self.log.info("pod.reported", failed=bool(failure))
+        return 1 if failure or stale else 0
+
+    def _renew(self) -> None:
+        lease = keys.lease_key(self.job_id)
+        while not self._done.wait(defaults.HEARTBEAT_S):
+            try:
+                if not self.client.pexpire(lease, defaults.LEASE_MS):
+                    self.log.warning("pod.lease_lost", reason="paused or cut off from Redis past the lease")
+                    return
+            except Exception as exc:  # noqa: BLE001 - Redis restarting: the next beat tries again
+                self.log.warning("pod.heartbeat_failed", error=repr(exc))
