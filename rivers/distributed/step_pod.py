@@ -21,10 +21,11 @@ from typing import Any
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
 from rivers.distributed.fence import LeaseFence
-from rivers.distributed.jobs import decode_job, encode_report
-from rivers.distributed.worker import REPORT_SCRIPT
+from rivers.distributed.jobs import decode_job
+from rivers.distributed.worker import REPORT_SCRIPT, report_args
 from rivers.exceptions import ExecutionError, RefusedJob
 from rivers.executors import pool_process
+from rivers.executors.pool import PoolResult
 from rivers.logs import get_logger, log_level
 from rivers.queues import keys, rq_view
 
@@ -74,16 +75,14 @@ class StepPod:
             raise ExecutionError(f"step pod: {exc}") from None
         threading.Thread(target=self._renew, name="rivers-lease", daemon=True).start()
         pool_process.configure(None, log_level(), LeaseFence(self.url, self.name))
-        result_json, failure, _ = pool_process.run_spec(job.spec_json, self.job_id)
+        result = PoolResult(*pool_process.run_spec(job.spec_json, self.job_id))
         self._done.set()
         stale = self.client.register_script(REPORT_SCRIPT)(args=[
-            self.name, rq_view.rq_time(), time.time(), keys.queue_name("kubernetes"), self.job_id, job.reply_to,
-            keys.reports_key_of(job.reply_to), encode_report(self.job_id, result_json, key), failure,
-            rq_view.exc_string_field(failure) if failure else ""])
+            self.name, rq_view.rq_time(), time.time(), keys.queue_name("kubernetes"), *report_args(job, result, key)])
         if stale:
             self.log.warning("pod.stale_report_dropped", reason="the attempt lost its lease; it was retried")
-        self.log.info("pod.reported", failed=bool(failure))
-        return 1 if failure or stale else 0
+        self.log.info("pod.reported", failed=bool(result.failure))
+        return 1 if result.failure or stale else 0
 
     def _renew(self) -> None:
         lease = keys.lease_key(self.job_id)

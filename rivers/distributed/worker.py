@@ -101,6 +101,12 @@ end
 """
 
 
+def report_args(job: StepJob, result: PoolResult, key: bytes | None) -> list[str]:
+    """One report's arguments of REPORT_SCRIPT (after its four common ones)."""
+    return [job.job_id, job.reply_to, keys.reports_key_of(job.reply_to), encode_report(job.job_id, result.result_json,
+            key), result.failure, rq_view.exc_string_field(result.failure) if result.failure else ""]
+
+
 class Worker:
     """One `rivers-worker` process."""
 
@@ -265,10 +271,8 @@ class Worker:
         if not mine:
             return
         args: list[Any] = [self.name, rq_view.rq_time(), time.time(), self.queue]
-        for job_id, result, job in mine:
-            args += [job_id, job.reply_to, keys.reports_key_of(job.reply_to),
-                     encode_report(job_id, result.result_json, self.key), result.failure,
-                     rq_view.exc_string_field(result.failure) if result.failure else ""]
+        for _, result, job in mine:
+            args += report_args(job, result, self.key)
         try:
             stale = self._report(args=args)
         except Exception as exc:  # noqa: BLE001 - Redis gone past the retries: the leases expire, steps re-run
