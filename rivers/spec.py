@@ -128,7 +128,7 @@ class StepSpec(BaseModel):
     tags: list[str] = []
     retry: RetrySpec | None = None
     members: list[StepSpec] = []  # a fused graph: its internal tasks, in order
-    is_async: bool = False  # run on an event loop; a worker routes by it without importing the step
+    is_async: bool = False  # the process running the step calls it on an event loop (it cannot tell before import)
 
 
 class _OutputName(BaseModel):
@@ -144,7 +144,6 @@ class SpecHeader(BaseModel):
     step_key: str = ""
     attempt: int = 0
     outputs: list[_OutputName] = []
-    is_async: bool = False
 
     @property
     def output_names(self) -> list[str]:

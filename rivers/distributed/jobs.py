@@ -75,7 +75,7 @@ def decode_job(job_id: str, data: bytes, signature: bytes | None, key: bytes | N
         raise RefusedJob(f"job {job_id} calls {func_name!r}, not a rivers step: refusing it")
     if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, str) for a in args)):
         raise RefusedJob(f"job {job_id} has malformed step arguments")
-    if not (args[1].startswith(keys.RESULTS_PREFIX) and args[1].endswith(":results")):
+    if not (args[1].startswith(keys.RUN_PREFIX) and args[1].endswith(":results")):
         raise RefusedJob(f"job {job_id} asks for its report on {args[1]!r}, not a rivers results list")
     return StepJob(job_id, args[0], args[1])
 

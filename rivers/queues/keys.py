@@ -77,12 +77,12 @@ def workers_key(executor: str) -> str:
     return f"rivers:workers:{executor}"
 
 
-RESULTS_PREFIX = "rivers:run:"  # every results list starts so (a worker pushes nowhere else)
+RUN_PREFIX = "rivers:run:"  # every key of a run starts so (and a worker pushes reports nowhere else)
 
 
 def results_key(run_id: str) -> str:
     """List where workers push the reports of a run's steps."""
-    return f"{RESULTS_PREFIX}{run_id}:results"
+    return f"{RUN_PREFIX}{run_id}:results"
 
 
 def wake_key(listener: str) -> str:
@@ -94,8 +94,6 @@ def wake_key(listener: str) -> str:
 SUBMITTED = "rivers:submitted"  # list of run ids a coordinator should pick up (a wake-up; the record decides)
 RUNS = "rivers:runs"  # sorted set: run id by submission time
 
-
-RUN_PREFIX = "rivers:run:"  # every key of a run starts so
 RUN_TOKEN = "token"  # field of a run's hash: incremented by each coordinator that takes the run (fencing)
 
 
@@ -106,22 +104,22 @@ def run_key(run_id: str) -> str:
 
 def run_owner_key(run_id: str) -> str:
     """The coordinator that owns a run (PX LEASE_MS, renewed): a run without one is taken over."""
-    return f"rivers:run:{run_id}:owner"
+    return f"{RUN_PREFIX}{run_id}:owner"
 
 
 def run_steps_key(run_id: str) -> str:
     """Hash: step key -> final StepResult JSON; a resumed run does not run these again."""
-    return f"rivers:run:{run_id}:steps"
+    return f"{RUN_PREFIX}{run_id}:steps"
 
 
 def run_jobs_key(run_id: str) -> str:
     """Hash: step key -> id of its latest job; a coordinator taking the run over adopts running ones."""
-    return f"rivers:run:{run_id}:jobs"
+    return f"{RUN_PREFIX}{run_id}:jobs"
 
 
 def run_events_key(run_id: str) -> str:
     """List of the run's step events (JSON)."""
-    return f"rivers:run:{run_id}:events"
+    return f"{RUN_PREFIX}{run_id}:events"
 
 
 def run_reports_key(run_id: str) -> str:
@@ -130,7 +128,7 @@ def run_reports_key(run_id: str) -> str:
     Durable where the results list is consumed: a coordinator taking a run over adopts these reports
     instead of running their steps again.
     """
-    return f"rivers:run:{run_id}:reports"
+    return f"{RUN_PREFIX}{run_id}:reports"
 
 
 def reports_key_of(results: str) -> str:
@@ -140,7 +138,7 @@ def reports_key_of(results: str) -> str:
 
 def run_done_key(run_id: str) -> str:
     """Pushed once when the run ends, for `RunHandle.wait`."""
-    return f"rivers:run:{run_id}:done"
+    return f"{RUN_PREFIX}{run_id}:done"
 
 
 RUNS_ACTIVE = "rivers:runs:active"  # set of the ids of runs not yet ended: all a coordinator scans to take runs over
