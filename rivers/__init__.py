@@ -13,7 +13,16 @@ from rivers.definitions.executors import Executor
 from rivers.definitions.graph import GraphAsset
 from rivers.definitions.jobs import Job
 from rivers.definitions.outputs import DynamicOutput, Materialization, MetadataValue, Output
-from rivers.definitions.policies import Backoff, Compute, Hook, HookContext, RetryOn, RetryPolicy
+from rivers.definitions.policies import (
+    Backoff,
+    Compute,
+    ComputeEscalation,
+    FailureReason,
+    Hook,
+    HookContext,
+    RetryOn,
+    RetryPolicy,
+)
 from rivers.definitions.repository import CodeRepository
 from rivers.definitions.resources import Resource
 from rivers.definitions.tasks import BashTask, Task
@@ -35,7 +44,8 @@ from rivers.results import RunResult
 __all__ = [
     "Asset", "AssetDef", "AssetDefinitionError", "AssetExecutionContext", "AssetNotFoundError",
     "AssetOutputValidationError", "Backoff", "BaseIOHandler", "BashTask", "CodeRepository", "Compute",
-    "ConfigurationError", "DynamicOutput", "ExecutionError", "Executor", "ExternalAsset", "GraphAsset",
+    "ComputeEscalation", "ConfigurationError", "DynamicOutput", "ExecutionError", "Executor", "ExternalAsset",
+    "FailureReason", "GraphAsset",
     "GraphValidationError", "Hook", "HookContext", "InMemoryIOHandler", "InputContext", "Job", "Materialization",
     "MetadataValue", "MultiAsset", "NodeNotFoundError", "Output", "OutputContext", "PickleIOHandler", "Resource",
     "RetryOn", "RetryPolicy", "RunResult", "SelfDependency", "SingleAsset", "Task", "TaskDefinitionError",

@@ -43,6 +43,14 @@ class WorkerLost(ExecutionError):
     """The process running a step died; an infrastructure failure."""
 
 
+class PodFailed(WorkerLost):
+    """A step's pod ended without reporting it: killed, never started, or deleted (an infrastructure failure)."""
+
+
+class OutOfMemory(PodFailed, MemoryError):
+    """A step's pod went past its memory limit and was OOMKilled."""
+
+
 class BadSignature(ExecutionError):
     """A pickled payload's HMAC did not verify; it is never unpickled."""
 

@@ -21,10 +21,11 @@ class StepError(BaseModel):
     message: str
     traceback: str = ""
     infrastructure: bool = False  # the worker died or could not run the step at all
+    reason: str = "error"  # a FailureReason value: error | out_of_memory | timeout | infrastructure | cancelled
 
     @classmethod
     def from_exception(
-        cls, exc: BaseException, *, infrastructure: bool = False
+        cls, exc: BaseException, *, infrastructure: bool = False, reason: str | None = None
     ) -> StepError:
         return cls(
             type=type(exc).__qualname__,
@@ -32,6 +33,7 @@ class StepError(BaseModel):
             message=str(exc),
             traceback="".join(traceback.format_exception(exc)),
             infrastructure=infrastructure,
+            reason=reason or ("infrastructure" if infrastructure else "error"),
         )
 
     def summary(self) -> str:
@@ -77,10 +79,10 @@ class StepResult(BaseModel):
     @classmethod
     def failed(
         cls, run_id: str, step_key: str, attempt: int, outputs: Iterable[str], exc: BaseException, *,
-        infrastructure: bool = False,
+        infrastructure: bool = False, reason: str | None = None,
     ) -> StepResult:
         """The report of an attempt that failed before (or outside) the step runtime: every output fails."""
-        error = StepError.from_exception(exc, infrastructure=infrastructure)
+        error = StepError.from_exception(exc, infrastructure=infrastructure, reason=reason)
         return cls(
             run_id=run_id, step_key=step_key, attempt=attempt, status="failed",
             outputs=[OutputResult(name=name, status="failed", error=error) for name in outputs],

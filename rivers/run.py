@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from rivers.coordinator.coordinator import Coordinator, RunListener
-from rivers.definitions.executors import Executor
+from rivers.definitions.executors import Executor, Kubernetes
 from rivers.definitions.policies import RetryPolicy
 from rivers.exceptions import ConfigurationError
 from rivers.executors import executor_limits, queues_for
@@ -110,6 +110,7 @@ def execute_run(
         resources=run_resources(repository, launch.resources), step_config=launch.steps,
         listener=_listener_of([*_listeners, *([listener] if listener is not None else [])]),
         seed=seed, executor_limits=executor_limits(executor),
+        pods=executor if isinstance(executor, Kubernetes) else None,
     )
     if on_coordinator is not None:
         on_coordinator(coordinator)

@@ -28,6 +28,7 @@ from rivers.definitions.outputs import DynamicOutput, Materialization, Output, r
 from rivers.definitions.policies import Hook, HookContext, RetryPolicy
 from rivers.exceptions import AssetOutputValidationError
 from rivers.io.base import InputContext, OutputContext
+from rivers.kubernetes.pod_request import PodRequest
 from rivers.resolve import OutputSlot, Param
 from rivers.results import LogEntry, OutputResult, StepError, StepResult
 from rivers.typecheck import describe, matches
@@ -58,6 +59,7 @@ class StepCall:
     retry: RetryPolicy | None = None  # the step's effective policy: a failure it retries fires no hook
     members: list[StepCall] = field(default_factory=list)  # a fused graph: its internal tasks, in order
     fence: Fence | None = None  # a rivers-worker's lease check; None where no one else can take the step over
+    pod: PodRequest | None = None  # a kubernetes step: the pod its attempt asks for
 
 
 class _LogCapture(logging.Handler):

@@ -41,6 +41,7 @@ from rivers.definitions.policies import Backoff, RetryOn, RetryPolicy
 from rivers.definitions.resources import setup_resource, teardown_resource
 from rivers.exceptions import BadSignature, SpecError
 from rivers.io.base import BaseIOHandler
+from rivers.kubernetes.pod_request import PodRequest
 from rivers.resolve import OutputSlot, Param, type_hints_of
 from rivers.runtime import StepCall
 from rivers.secrets import SecretSpec
@@ -129,6 +130,7 @@ class StepSpec(BaseModel):
     retry: RetrySpec | None = None
     members: list[StepSpec] = []  # a fused graph: its internal tasks, in order
     is_async: bool = False  # the process running the step calls it on an event loop (it cannot tell before import)
+    pod: PodRequest | None = None  # a kubernetes step: what its pod asks for (the launcher reads it, imports nothing)
 
 
 class _OutputName(BaseModel):
@@ -231,6 +233,7 @@ def spec_from_call(call: StepCall, executor: str) -> StepSpec:
         retry=retry_spec(call.retry, step) if call.retry is not None else None,
         members=[spec_from_call(member, executor) for member in call.members],
         is_async=call.definition.is_async and not call.members,
+        pod=call.pod,
     )
 
 

@@ -13,10 +13,23 @@ from rivers import defaults
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rivers-worker", description="Run rivers steps taken from Redis.")
     parser.add_argument("--executor", required=True, choices=["parallel", "kubernetes"], help="the queue to consume")
-    parser.add_argument("--concurrency", type=int, metavar="N", help="processes in the loky pool (parallel)")
+    parser.add_argument("--concurrency", type=int, metavar="N",
+                        help="parallel: step processes (default: CPUs); kubernetes launcher: step pods followed at "
+                             f"once (default {defaults.LAUNCHER_MAX_PODS})")
     parser.add_argument("--redis-url", metavar="URL", help=f"default: ${defaults.REDIS_URL_ENV}")
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     parser.add_argument("--step", metavar="STEP_ID", help="the one step a pod runs (kubernetes)")
+    launcher = parser.add_argument_group("pod launcher (--executor kubernetes without --step)")
+    launcher.add_argument("--namespace", metavar="NS",
+                          help="where steps' Jobs go unless their executor names one (default: the launcher's own "
+                               "namespace, else the kubeconfig context's, else 'default')")
+    launcher.add_argument("--kubeconfig", metavar="FILE",
+                          help="default: the in-cluster service account in a pod, else $KUBECONFIG or ~/.kube/config")
+    launcher.add_argument("--start-timeout", type=float, metavar="S", default=defaults.POD_START_TIMEOUT_S,
+                          help="a step pod not running by then fails: 'pod never started: <reason>' "
+                               f"(default {defaults.POD_START_TIMEOUT_S:g})")
+    launcher.add_argument("--redis-secret", metavar="NAME", default="rivers-redis",
+                          help="the Secret whose key 'url' step pods read RIVERS_REDIS_URL from (default rivers-redis)")
     return parser
 
 
@@ -25,10 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.step and args.executor != "kubernetes":
         parser.error("--step is for step pods: --executor kubernetes --step JOB_ID")
-    if args.executor == "kubernetes" and not args.step:
-        print("rivers-worker: error: the pod launcher (--executor kubernetes without --step) is not available "
-              "in this version of rivers", file=sys.stderr)
-        return 2
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     from rivers.distributed.connection import redis_url
@@ -45,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rivers.distributed.step_pod import StepPod
 
             return StepPod(url, args.step).run()
+        if args.executor == "kubernetes":
+            from rivers.kubernetes.launcher import Launcher
+
+            return Launcher(url, namespace=args.namespace, kubeconfig=args.kubeconfig, max_pods=args.concurrency,
+                            start_timeout=args.start_timeout, redis_secret=args.redis_secret, burst=args.burst).run()
         from rivers.distributed.worker import Worker
 
         return Worker(url, args.executor, args.concurrency, args.burst).run()

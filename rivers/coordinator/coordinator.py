@@ -25,11 +25,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from rivers.coordinator.state import RunState, exception_type, imported_exception_class
+from rivers.definitions.executors import Executor, Kubernetes
 from rivers.definitions.graph import CollectNode
 from rivers.definitions.policies import HookContext
 from rivers.exceptions import ExecutionError, FencedOut
 from rivers.executors.in_process import InProcessQueue
 from rivers.io.base import InputContext
+from rivers.kubernetes.pod_request import PodRequest, pod_request
 from rivers.logs import get_logger
 from rivers.plan import Plan, Step
 from rivers.queues.base import StepQueue, StepRequest
@@ -55,6 +57,7 @@ class Coordinator:
         listener: RunListener | None = None,
         seed: Mapping[str, StepResult] | None = None,
         executor_limits: Mapping[str, int] | None = None,
+        pods: Kubernetes | None = None,
     ) -> None:
         self.run_id = run_id
         self.plan = plan
@@ -63,6 +66,7 @@ class Coordinator:
         self.resources = resources
         self.step_config = step_config
         self.listener = listener
+        self.pods = pods or Executor.kubernetes()  # what kubernetes steps' pods get, before Compute and escalation
         self.state = RunState(plan, seed, executor_limits)
         self.inbox: queue.SimpleQueue[StepResult | None] = queue.SimpleQueue()  # None: stand down
         self.in_flight = 0
@@ -158,12 +162,21 @@ class Coordinator:
         attempt = self.state.admit(step)
         if attempt is None:
             return  # an instance waiting for its turn under max_concurrency
-        request = StepRequest(step, self._call(step, attempt), self.inbox.put)
+        call = self._call(step, attempt)
+        if step.executor == "kubernetes":
+            call.pod = self._pod_request(step)
+        request = StepRequest(step, call, self.inbox.put)
         self.log.debug("step.queued", step_key=step.key, executor=step.executor, attempt=attempt)
         self.in_flight += 1
         if step.executor != "in_process":  # an in-process sync step starts when it runs (run_next)
             self._started(request)
         self.queues[step.executor].put(request)
+
+    def _pod_request(self, step: Step) -> PodRequest:
+        """The next attempt's pod: the executor's, per axis the node's Compute, escalated after out-of-memory."""
+        escalation = step.retry.escalate if step.retry is not None else None
+        return pod_request(self.pods, getattr(step.node.definition, "compute", None), escalation,
+                           self.state.reasons.get(step.key, ()))
 
     def _started(self, request: StepRequest) -> None:
         self._notify("started", request.step, None)

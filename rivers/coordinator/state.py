@@ -53,6 +53,7 @@ class RunState:
         self.output_status: dict[str, str] = {}
         self.results: dict[str, StepResult] = {}
         self.attempts: dict[str, int] = dict.fromkeys(plan.steps, 0)
+        self.reasons: dict[str, list[str]] = {}  # step -> why each of its failed attempts failed (FailureReason values)
         self.failures: list[StepResult] = []  # final failures, in the order they happened
         self.fan_out_keys: dict[str, list[str]] = {}  # fan-out source output -> instance keys
         self.instances: dict[str, list[str]] = {}  # mapped step -> its instance steps, in source order
@@ -161,6 +162,8 @@ class RunState:
     def settle(self, result: StepResult, now: float) -> Settled:
         """Take one attempt's result: a retry (timer set), or a final result and what it makes ready or skips."""
         step = self.plan.steps[result.step_key]
+        if result.status == "failed" and result.error is not None:
+            self.reasons.setdefault(step.key, []).append(result.error.reason)
         delay = self.retry_delay(step, result)
         if delay is not None:
             self._tiebreak += 1

@@ -49,6 +49,12 @@ class Executor:
         worker_cpu: str = "500m",
         worker_memory: str = "512Mi",
     ) -> _Kubernetes:
+        from rivers.kubernetes.quantity import parse_cpu, parse_memory
+
+        parse_cpu(worker_cpu)
+        parse_memory(worker_memory)
+        if max_concurrent_steps is not None and max_concurrent_steps < 1:
+            raise ConfigurationError(f"max_concurrent_steps must be at least 1, got {max_concurrent_steps}")
         return Kubernetes(
             worker_image, max_concurrent_steps, namespace, service_account, worker_cpu, worker_memory
         )

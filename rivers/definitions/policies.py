@@ -8,12 +8,62 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rivers.exceptions import WorkerLost
+from rivers.exceptions import ConfigurationError, WorkerLost
 
 
 class RetryOn(enum.Enum):
     ALL = "all"
     TRANSIENT = "transient"
+
+
+class FailureReason(enum.Enum):
+    """Why an attempt failed; recorded on every failed attempt (`StepError.reason` holds its value)."""
+
+    ERROR = "error"  # the step raised
+    OUT_OF_MEMORY = "out_of_memory"  # its pod was OOMKilled
+    TIMEOUT = "timeout"
+    INFRASTRUCTURE = "infrastructure"  # its worker or pod died, never started, or was deleted
+    CANCELLED = "cancelled"
+
+    def __repr__(self) -> str:
+        return f"FailureReason.{self.name}"
+
+    __str__ = __repr__
+
+
+class ComputeEscalation:
+    """Grow a Kubernetes step's memory (and cpu) on each retry of an out-of-memory attempt, never past the ceilings.
+
+    `on` lists the FailureReasons that escalate (default: OUT_OF_MEMORY). Elsewhere it is inert.
+    """
+
+    def __init__(self, *, max_memory: str, factor: float = 2.0, cpu_factor: float | None = None,
+                 max_cpu: str | None = None, on: Sequence[FailureReason] | None = None) -> None:
+        from rivers.kubernetes.quantity import parse_cpu, parse_memory
+
+        parse_memory(max_memory)
+        if max_cpu is not None:
+            parse_cpu(max_cpu)
+        if factor < 1:
+            raise ConfigurationError(f"ComputeEscalation factor must be at least 1.0, got {factor}")
+        if cpu_factor is not None and cpu_factor < 1:
+            raise ConfigurationError(f"ComputeEscalation cpu_factor must be at least 1.0, got {cpu_factor}")
+        for reason in on or ():
+            if not isinstance(reason, FailureReason):
+                raise TypeError(f"ComputeEscalation on= takes FailureReason values, got {reason!r}")
+        self.max_memory = max_memory
+        self.factor = factor
+        self.cpu_factor = cpu_factor
+        self.max_cpu = max_cpu
+        self.on: tuple[FailureReason, ...] = tuple(on) if on else (FailureReason.OUT_OF_MEMORY,)
+
+    def __repr__(self) -> str:
+        shown = [f"factor={self.factor:g}", f"max_memory={self.max_memory!r}"]
+        if self.cpu_factor is not None:
+            shown.append(f"cpu_factor={self.cpu_factor:g}")
+        if self.max_cpu is not None:
+            shown.append(f"max_cpu={self.max_cpu!r}")
+        return f"ComputeEscalation({', '.join(shown)})"
 
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (MemoryError, TimeoutError, WorkerLost)
@@ -67,6 +117,7 @@ class RetryPolicy:
         *,
         backoff: Backoff | None = None,
         retry_on: RetryOn | Sequence[type[BaseException]] | None = None,
+        escalate: ComputeEscalation | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -78,6 +129,9 @@ class RetryPolicy:
         self.max_retries = max_retries
         self.backoff = backoff
         self.retry_on: RetryOn | tuple[type[BaseException], ...] = retry_on or RetryOn.ALL
+        if escalate is not None and not isinstance(escalate, ComputeEscalation):
+            raise TypeError(f"escalate must be a ComputeEscalation, got {escalate!r}")
+        self.escalate = escalate
 
     def retries(self, error_type: type[BaseException] | None) -> bool:
         """Whether an error of this type is worth another attempt."""

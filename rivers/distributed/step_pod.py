@@ -26,9 +26,11 @@ from rivers.distributed.worker import REPORT_SCRIPT, report_args
 from rivers.exceptions import ExecutionError, RefusedJob
 from rivers.executors import pool_process
 from rivers.executors.pool import PoolResult
+from rivers.kubernetes.manifests import POD_NAME_ENV
 from rivers.logs import get_logger, log_level
 from rivers.queues import keys, rq_view
 
+# Only from a launcher: a lease already held by a pod ("pod:<name>") is never taken over by another.
 # ARGV: pod name, lease ms, now (RQ time), now (epoch s), job id. -> {'ok', data, signature} | {'<why not>'}
 HANDOVER_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
 local id = ARGV[5]
@@ -39,8 +41,12 @@ if not found[1] then
   return {{'its job is gone'}}
 end
 local lease = '{keys.LEASE_PREFIX}' .. id
-if found[3] ~= '{keys.STARTED}' or redis.call('EXISTS', lease) == 0 then
+local holder = redis.call('GET', lease)
+if found[3] ~= '{keys.STARTED}' or not holder then
   return {{'its job is ' .. (found[3] or 'unknown') .. ', not claimed by a launcher'}}
+end
+if string.sub(holder, 1, {len(keys.POD_LEASE_PREFIX)}) == '{keys.POD_LEASE_PREFIX}' then
+  return {{'another pod (' .. holder .. ') has taken it over already'}}
 end
 rq_requeued(found[5], id, found[4])
 rq_started(found[5], id, ARGV[1], ARGV[4], ARGV[3], {defaults.RQ_STARTED_TTL_S})
@@ -55,7 +61,8 @@ class StepPod:
     def __init__(self, url: str, job_id: str) -> None:
         self.url = url
         self.job_id = job_id
-        self.name = f"{socket.gethostname()}.{os.getpid()}"
+        pod = os.environ.get(POD_NAME_ENV) or os.environ.get("HOSTNAME") or socket.gethostname()
+        self.name = keys.POD_LEASE_PREFIX + pod  # a lease held by a pod says so: no other pod may take it over
         self.log = get_logger().bind(pod=self.name, job_id=job_id)
         self.client: Any = None
         self._done = threading.Event()

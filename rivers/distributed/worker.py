@@ -39,18 +39,22 @@ from rivers.executors.pool import PoolResult, ProcessPool
 from rivers.logs import get_logger
 from rivers.queues import keys, rq_view
 
+
 # Claim popped jobs atomically: only a queued job is claimed. One whose hash is gone (cancelled, or failed by the
-# coordinator) or that already ran (its id pushed again: a replay) is skipped.
+# coordinator) or that already ran (its id pushed again: a replay) is skipped. `on_claim` (Lua, with `id` and
+# `job` in scope) is what a claimer adds, such as the pod launcher recording itself.
 # ARGV: worker, lease ms, now (RQ time), now (epoch s), queue name, ids...
-CLAIM_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
+def claim_script(on_claim: str = "") -> str:
+    return rq_view.LUA_FUNCTIONS + f"""
 local out = {{}}
 for i = 6, #ARGV do
   local id = ARGV[i]
-  local found = redis.call('HMGET', '{keys.RQ_JOB_PREFIX}' .. id, '{keys.JOB_DATA}', '{keys.JOB_SIGNATURE}',
-                          '{keys.JOB_STATUS}')
+  local job = '{keys.RQ_JOB_PREFIX}' .. id
+  local found = redis.call('HMGET', job, '{keys.JOB_DATA}', '{keys.JOB_SIGNATURE}', '{keys.JOB_STATUS}')
   if found[1] and found[3] == '{keys.QUEUED}' then
     redis.call('SET', '{keys.LEASE_PREFIX}' .. id, ARGV[1], 'PX', ARGV[2])
     rq_started(ARGV[5], id, ARGV[1], ARGV[4], ARGV[3], {defaults.RQ_STARTED_TTL_S})
+    {on_claim}
     out[#out + 1] = id
     out[#out + 1] = found[1]
     out[#out + 1] = found[2] or ''
@@ -58,6 +62,9 @@ for i = 6, #ARGV do
 end
 return out
 """
+
+
+CLAIM_SCRIPT = claim_script()
 
 # Report results, fenced: only an attempt whose lease this worker still holds is reported; the others are stale.
 # ARGV: worker, now (RQ time), now (epoch s), queue name, then per report: id, reply_to, reports key, message,
@@ -105,6 +112,26 @@ def report_args(job: StepJob, result: PoolResult, key: bytes | None) -> list[str
     """One report's arguments of REPORT_SCRIPT (after its four common ones)."""
     return [job.job_id, job.reply_to, keys.reports_key_of(job.reply_to), encode_report(job.job_id, result.result_json,
             key), result.failure, rq_view.exc_string_field(result.failure) if result.failure else ""]
+
+
+def announce(pipe: Any, name: str, executor: str, held: list[str], birth: datetime) -> None:
+    """A consumer's heartbeat: alive (rivers' key, RQ's worker view) and still running the jobs it holds."""
+    queue_name = keys.queue_name(executor)
+    pipe.set(keys.worker_key(name), executor, px=defaults.WORKER_TTL_MS)
+    pipe.sadd(keys.workers_key(executor), name)
+    rq_view.register_worker(pipe, name, [queue_name], hostname=socket.gethostname(), pid=os.getpid(),
+                            ttl_s=defaults.RQ_WORKER_TTL_S, state="busy" if held else "idle", birth=birth)
+    rq_view.heartbeat_jobs(pipe, queue_name, name, held, ttl_s=defaults.RQ_STARTED_TTL_S)
+
+
+def unannounce(url: str, name: str, executor: str) -> None:
+    """A consumer leaves: one attempt, since Redis may be stopping with it (honcho)."""
+    with contextlib.suppress(Exception):
+        pipe = connect(url, retries=0).pipeline(transaction=False)
+        pipe.delete(keys.worker_key(name))
+        pipe.srem(keys.workers_key(executor), name)
+        rq_view.unregister_worker(pipe, name, [keys.queue_name(executor)])
+        pipe.execute()
 
 
 class Worker:
@@ -219,12 +246,7 @@ class Worker:
     def _finish(self) -> None:
         self._reports.put(None)
         self._done.wait(defaults.REDIS_SOCKET_TIMEOUT_S)
-        with contextlib.suppress(Exception):  # one attempt: Redis may be stopping with us (honcho)
-            pipe = connect(self.url, retries=0).pipeline(transaction=False)
-            pipe.delete(keys.worker_key(self.name))
-            pipe.srem(keys.workers_key(self.executor), self.name)
-            rq_view.unregister_worker(pipe, self.name, [self.queue])
-            pipe.execute()
+        unannounce(self.url, self.name, self.executor)
         if self.pool is not None and not self._handing_back:
             self.pool.shutdown()
         self.log.info("worker.stopped")
@@ -294,11 +316,7 @@ class Worker:
         with self._cond:
             held = list(self._held)
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(keys.worker_key(self.name), self.executor, px=defaults.WORKER_TTL_MS)
-        pipe.sadd(keys.workers_key(self.executor), self.name)
-        rq_view.register_worker(pipe, self.name, [self.queue], hostname=socket.gethostname(), pid=os.getpid(),
-                                ttl_s=defaults.RQ_WORKER_TTL_S, state="busy" if held else "idle", birth=self.birth)
-        rq_view.heartbeat_jobs(pipe, self.queue, self.name, held, ttl_s=defaults.RQ_STARTED_TTL_S)
+        announce(pipe, self.name, self.executor, held, self.birth)
         for job_id in held:
             pipe.pexpire(keys.lease_key(job_id), defaults.LEASE_MS)
         replies = pipe.execute()

@@ -48,6 +48,7 @@ JOB_EXC_INFO = "exc_info"  # why a job failed: the step's error, or why a worker
 JOB_HEARTBEAT = "last_heartbeat"
 JOB_TIMEOUT = "timeout"  # -1: no RQ timeout, the lease decides
 JOB_RESULT_TTL = "result_ttl"
+JOB_LAUNCHER = "rivers_launcher"  # a kubernetes step: the pod launcher that follows its pod (ours, not RQ's)
 QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"  # job statuses, as RQ spells them
 
 
@@ -76,6 +77,10 @@ def workers_key(executor: str) -> str:
     """Set of the names of workers that have consumed this executor's queue."""
     return f"rivers:workers:{executor}"
 
+
+# -- the pod launcher -------------------------------------------------------------------------------
+LAUNCHED = "rivers:kubernetes:launched"  # set of the job ids whose pods a launcher follows (adopted when it dies)
+POD_LEASE_PREFIX = "pod:"  # a lease held by a step pod is "pod:<pod name>"; one held by its launcher, its name
 
 RUN_PREFIX = "rivers:run:"  # every key of a run starts so (and a worker pushes reports nowhere else)
 

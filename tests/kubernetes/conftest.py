@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client, config
 
 from tests.kubernetes.fake_cluster import FakeCluster, Image
+from tests.kubernetes.launcher_fixtures import Launchers
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = str(Path(sys.executable).parent)
@@ -67,3 +68,12 @@ def kube(fake_cluster: FakeCluster) -> Iterator[Kube]:
     api_client = config.new_client_from_config(config_file=os.fspath(fake_cluster.kubeconfig))
     yield Kube(api_client, client.CoreV1Api(api_client), client.BatchV1Api(api_client))
     api_client.close()
+
+
+@pytest.fixture
+def launchers(fake_cluster: FakeCluster, redis_url: str, tmp_path: Path) -> Iterator[Launchers]:
+    log_dir = tmp_path / "launcher-logs"
+    log_dir.mkdir()
+    started = Launchers(fake_cluster, redis_url, log_dir)
+    yield started
+    started.close()

@@ -1,0 +1,56 @@
+"""What a step's pod asks for: image, namespace, service account and resources of one attempt (pure).
+
+    Executor.kubernetes(worker_cpu, worker_memory, ...)  ──> per axis overridden by the asset's rs.Compute
+        ──> escalated by RetryPolicy(escalate=ComputeEscalation(...)): times factor for each earlier attempt that
+            failed for a reason in `on` (out of memory by default), never past max_memory / max_cpu
+        ──> PodRequest, carried in the step's spec, read by the pod launcher without importing user code
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from rivers.definitions.executors import Kubernetes
+from rivers.definitions.policies import Compute, ComputeEscalation
+from rivers.kubernetes.quantity import format_cpu, format_memory, parse_cpu, parse_memory
+
+
+class PodRequest(BaseModel, frozen=True):
+    image: str | None = None  # None: the launcher's RIVERS_WORKER_IMAGE, else its own pod's image
+    namespace: str | None = None  # None: the launcher's namespace
+    service_account: str = "rivers-executor"
+    cpu: str = "500m"
+    memory: str = "512Mi"
+    gpu: int | None = None
+
+
+def pod_request(executor: Kubernetes, compute: Compute | None, escalation: ComputeEscalation | None,
+                earlier_reasons: Sequence[str]) -> PodRequest:
+    """The pod of the next attempt, given the reasons (FailureReason values) earlier attempts failed for."""
+    cpu = (compute.cpu if compute and compute.cpu else None) or executor.worker_cpu
+    memory = (compute.memory if compute and compute.memory else None) or executor.worker_memory
+    if escalation is not None:
+        grown = sum(1 for reason in earlier_reasons if reason in {r.value for r in escalation.on})
+        if grown:
+            memory = _grow_memory(memory, escalation.factor, grown, escalation.max_memory)
+            if escalation.cpu_factor is not None:
+                cpu = _grow_cpu(cpu, escalation.cpu_factor, grown, escalation.max_cpu)
+    return PodRequest(image=executor.worker_image, namespace=executor.namespace,
+                      service_account=executor.service_account, cpu=cpu, memory=memory,
+                      gpu=compute.gpu if compute else None)
+
+
+def _grow_memory(memory: str, factor: float, times: int, ceiling: str) -> str:
+    size, limit = parse_memory(memory), parse_memory(ceiling)
+    if size >= limit:
+        return memory
+    return format_memory(min(int(size * factor**times), limit))
+
+
+def _grow_cpu(cpu: str, factor: float, times: int, ceiling: str | None) -> str:
+    millicores = int(parse_cpu(cpu) * factor**times)
+    if ceiling is not None:
+        millicores = min(millicores, parse_cpu(ceiling))
+    return format_cpu(max(millicores, parse_cpu(cpu)))
