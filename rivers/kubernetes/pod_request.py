@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from fractions import Fraction
 
 from pydantic import BaseModel
 
 from rivers.definitions.executors import Kubernetes
-from rivers.definitions.policies import Compute, ComputeEscalation
+from rivers.definitions.policies import Compute, ComputeEscalation, FailureReason
 from rivers.kubernetes.quantity import format_cpu, format_memory, parse_cpu, parse_memory
 
 
@@ -27,12 +29,14 @@ class PodRequest(BaseModel, frozen=True):
 
 
 def pod_request(executor: Kubernetes, compute: Compute | None, escalation: ComputeEscalation | None,
-                earlier_reasons: Sequence[str]) -> PodRequest:
+                earlier_reasons: Sequence[str | FailureReason]) -> PodRequest:
     """The pod of the next attempt, given the reasons (FailureReason values) earlier attempts failed for."""
-    cpu = (compute.cpu if compute and compute.cpu else None) or executor.worker_cpu
-    memory = (compute.memory if compute and compute.memory else None) or executor.worker_memory
+    cpu = _axis(compute.cpu if compute else None) or executor.worker_cpu
+    memory = _axis(compute.memory if compute else None) or executor.worker_memory
     if escalation is not None:
-        grown = sum(1 for reason in earlier_reasons if reason in {r.value for r in escalation.on})
+        escalating = {reason.value for reason in escalation.on}
+        grown = sum(1 for reason in earlier_reasons
+                    if (reason.value if isinstance(reason, FailureReason) else reason) in escalating)
         if grown:
             memory = _grow_memory(memory, escalation.factor, grown, escalation.max_memory)
             if escalation.cpu_factor is not None:
@@ -42,15 +46,23 @@ def pod_request(executor: Kubernetes, compute: Compute | None, escalation: Compu
                       gpu=compute.gpu if compute else None)
 
 
+def _axis(value: str | float | None) -> str | None:
+    """A Compute axis as quantity text (`Compute(cpu=2)` means '2'); None or '' when unset."""
+    return None if value is None or value == "" else str(value)
+
+
 def _grow_memory(memory: str, factor: float, times: int, ceiling: str) -> str:
+    """`memory` times factor**times; at the ceiling: the ceiling as written. A start above it stays as it is."""
     size, limit = parse_memory(memory), parse_memory(ceiling)
     if size >= limit:
         return memory
-    return format_memory(min(int(size * factor**times), limit))
+    grown = format_memory(math.floor(size * Fraction(factor) ** times))
+    return ceiling if parse_memory(grown) >= limit else grown  # format_memory rounds up: never past the ceiling
 
 
 def _grow_cpu(cpu: str, factor: float, times: int, ceiling: str | None) -> str:
-    millicores = int(parse_cpu(cpu) * factor**times)
+    start = parse_cpu(cpu)
+    millicores = math.floor(start * Fraction(factor) ** times)
     if ceiling is not None:
         millicores = min(millicores, parse_cpu(ceiling))
-    return format_cpu(max(millicores, parse_cpu(cpu)))
+    return cpu if millicores <= start else format_cpu(millicores)  # a start above the ceiling stays as it is

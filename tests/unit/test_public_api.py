@@ -15,11 +15,11 @@ from tests.unit.conftest import make_repo
 PUBLIC_NAMES = {
     "Asset", "AssetDef", "AssetDefinitionError", "AssetExecutionContext", "AssetNotFoundError",
     "AssetOutputValidationError", "Backoff", "BaseIOHandler", "BashTask", "CodeRepository", "Compute",
-    "ConfigurationError", "DynamicOutput", "ExecutionError", "Executor", "ExternalAsset", "GraphAsset",
-    "GraphValidationError", "Hook", "HookContext", "InMemoryIOHandler", "InputContext", "Job", "Materialization",
-    "MetadataValue", "MultiAsset", "NodeNotFoundError", "Output", "OutputContext", "PickleIOHandler", "Resource",
-    "RetryOn", "RetryPolicy", "RunResult", "SelfDependency", "SingleAsset", "Task", "TaskDefinitionError",
-    "TaskExecutionContext",
+    "ComputeEscalation", "ConfigurationError", "DynamicOutput", "ExecutionError", "Executor", "ExternalAsset",
+    "FailureReason", "GraphAsset", "GraphValidationError", "Hook", "HookContext", "InMemoryIOHandler",
+    "InputContext", "Job", "Materialization", "MetadataValue", "MultiAsset", "NodeNotFoundError", "Output",
+    "OutputContext", "PickleIOHandler", "Resource", "RetryOn", "RetryPolicy", "RunResult", "SelfDependency",
+    "SingleAsset", "Task", "TaskDefinitionError", "TaskExecutionContext",
 }
 ERRORS = [
     "AssetDefinitionError", "AssetNotFoundError", "AssetOutputValidationError", "ConfigurationError",
