@@ -38,4 +38,5 @@ POD_START_TIMEOUT_S = 300.0  # a step pod not running by then fails: "pod never 
 STEP_JOB_TTL_S = 3600  # ttlSecondsAfterFinished of a step's Job; failed ones are kept that long for inspection
 POD_LOG_LINES = 20  # the last lines of a failed pod's log attached to its failure
 LAUNCHER_MAX_PODS = 64  # step pods one launcher follows at once (--concurrency); runs cap theirs themselves
+LAUNCHER_TTL_MS = 3000  # a launcher silent this long is dead: its jobs are adopted, before their leases expire
 WATCH_TIMEOUT_S = 300  # a pod watch is renewed (from its resourceVersion) after this long

@@ -53,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.step:
             from rivers.distributed.step_pod import StepPod
 
-            return StepPod(url, args.step).run()
+            code = StepPod(url, args.step).run()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)  # at once: the step's slot frees when this pod has ended (no interpreter teardown)
         if args.executor == "kubernetes":
             from rivers.kubernetes.launcher import Launcher
 

@@ -4,7 +4,9 @@
         ──> HANDOVER script: the lease passes from the launcher to this pod, only while the job is started
         ──> decode_job: signature (RIVERS_SECRET) over the exact bytes, bounded decompression
         ──> the one step runtime, in this process (pool_process.run_spec), each output write fenced by the lease
-        ──> REPORT script (the worker's: reported only while this pod holds the lease); exit 0 | 1
+        ──> the workers' REPORT script, keeping the report without pushing it (only while this pod holds the
+            lease); exit 0 | 1 at once; the launcher pushes the kept report when it sees the pod ended (and the
+            coordinator reads it from the run's reports after two watcher ticks if no launcher does)
     heartbeat thread: renews the lease while the step runs
 
 A step pod is one more worker of the same contract: the coordinator cannot tell its reports from a worker's.
@@ -22,7 +24,7 @@ from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
 from rivers.distributed.fence import LeaseFence
 from rivers.distributed.jobs import decode_job
-from rivers.distributed.worker import REPORT_SCRIPT, report_args
+from rivers.distributed.worker import report_args, report_script
 from rivers.exceptions import ExecutionError, RefusedJob
 from rivers.executors import pool_process
 from rivers.executors.pool import PoolResult
@@ -55,6 +57,9 @@ return {{'ok', found[1], found[2] or ''}}
 """
 
 
+KEEP_REPORT_SCRIPT = report_script(push=False)  # the launcher pushes it when this pod has ended
+
+
 class StepPod:
     """One step pod's life: take the job over, run it, report it."""
 
@@ -84,7 +89,7 @@ class StepPod:
         pool_process.configure(None, log_level(), LeaseFence(self.url, self.name))
         result = PoolResult(*pool_process.run_spec(job.spec_json, self.job_id))
         self._done.set()
-        stale = self.client.register_script(REPORT_SCRIPT)(args=[
+        stale = self.client.register_script(KEEP_REPORT_SCRIPT)(args=[
             self.name, rq_view.rq_time(), time.time(), keys.queue_name("kubernetes"), *report_args(job, result, key)])
         if stale:
             self.log.warning("pod.stale_report_dropped", reason="the attempt lost its lease; it was retried")

@@ -66,17 +66,22 @@ return out
 
 CLAIM_SCRIPT = claim_script()
 
-# Report results, fenced: only an attempt whose lease this worker still holds is reported; the others are stale.
-# ARGV: worker, now (RQ time), now (epoch s), queue name, then per report: id, reply_to, reports key, message,
-# error, error for RQ's result stream (both '' for a step that succeeded).
-REPORT_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
+def report_script(push: bool = True) -> str:
+    """Report results, fenced: only an attempt whose lease this reporter still holds is reported; the others are
+    stale. Each report is kept in its run's reports hash and, with `push`, pushed on the run's results list (a step
+    pod only keeps it: its launcher pushes it once the pod has ended, so a run's slot is free only when its pod is).
+    ARGV: worker, now (RQ time), now (epoch s), queue name, then per report: id, reply_to, reports key, message,
+    error, error for RQ's result stream (both '' for a step that succeeded). -> the stale ids
+    """
+    pushed = f"""redis.call('RPUSH', reply_to, message)
+    redis.call('EXPIRE', reply_to, {defaults.RESULT_TTL_S})""" if push else ""
+    return rq_view.LUA_FUNCTIONS + f"""
 local stale = {{}}
 for i = 5, #ARGV, 6 do
   local id, reply_to, reports, message, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local lease = '{keys.LEASE_PREFIX}' .. id
   if redis.call('GET', lease) == ARGV[1] then
-    redis.call('RPUSH', reply_to, message)
-    redis.call('EXPIRE', reply_to, {defaults.RESULT_TTL_S})
+    {pushed}
     redis.call('HSET', reports, id, message)
     redis.call('EXPIRE', reports, {defaults.RESULT_TTL_S})
     redis.call('DEL', lease)
@@ -91,6 +96,9 @@ for i = 5, #ARGV, 6 do
 end
 return stale
 """
+
+
+REPORT_SCRIPT = report_script()
 
 # A job this worker will not run (refused) or gives back (second SIGTERM). ARGV: worker, now (RQ time),
 # now (epoch s), queue name, reason ('' = hand back to the queue), reason for RQ's result stream, ids...
@@ -114,10 +122,11 @@ def report_args(job: StepJob, result: PoolResult, key: bytes | None) -> list[str
             key), result.failure, rq_view.exc_string_field(result.failure) if result.failure else ""]
 
 
-def announce(pipe: Any, name: str, executor: str, held: list[str], birth: datetime) -> None:
+def announce(pipe: Any, name: str, executor: str, held: list[str], birth: datetime,
+             ttl_ms: int = defaults.WORKER_TTL_MS) -> None:
     """A consumer's heartbeat: alive (rivers' key, RQ's worker view) and still running the jobs it holds."""
     queue_name = keys.queue_name(executor)
-    pipe.set(keys.worker_key(name), executor, px=defaults.WORKER_TTL_MS)
+    pipe.set(keys.worker_key(name), executor, px=ttl_ms)
     pipe.sadd(keys.workers_key(executor), name)
     rq_view.register_worker(pipe, name, [queue_name], hostname=socket.gethostname(), pid=os.getpid(),
                             ttl_s=defaults.RQ_WORKER_TTL_S, state="busy" if held else "idle", birth=birth)

@@ -437,7 +437,7 @@ class Launcher:
             followed = list(self._followed.values())
         holding = [f for f in followed if f.holding]
         pipe = self.client.pipeline(transaction=False)
-        announce(pipe, self.name, EXECUTOR, [f.job.job_id for f in followed], self.birth)
+        announce(pipe, self.name, EXECUTOR, [f.job.job_id for f in followed], self.birth, defaults.LAUNCHER_TTL_MS)
         pipe.execute()
         if holding:
             renewed = self._scripts["RENEW"](args=[self.name, defaults.LEASE_MS, *(f.job.job_id for f in holding)])

@@ -33,9 +33,10 @@ end
 return out
 """
 
-# Report what a pod could not, fenced: only while the job is still started and this launcher follows it.
+# A followed pod ended. If it reported, push the report it kept (step_pod.py): the run's slot frees only now.
+# Else report what the pod could not, fenced: only while the job is still started and this launcher follows it.
 # Either way the launcher stops following it. ARGV: launcher, now (RQ time), now (epoch s), queue name, id,
-# reply_to, reports key, message, error, error for RQ's result stream.
+# reply_to, reports key, message ('' = nothing to add), error, error for RQ's result stream.
 # -> 1 reported | 0 nothing to report (the pod reported, or the coordinator gave up on it) | -1 not followed here
 REPORT = rq_view.LUA_FUNCTIONS + f"""
 local id = ARGV[5]
@@ -45,7 +46,15 @@ if found[2] ~= ARGV[1] then
   return -1
 end
 redis.call('SREM', '{keys.LAUNCHED}', id)
-if found[1] ~= '{keys.STARTED}' or ARGV[8] == '' then
+if found[1] ~= '{keys.STARTED}' then
+  local kept = redis.call('HGET', ARGV[7], id)
+  if kept then
+    redis.call('RPUSH', ARGV[6], kept)
+    redis.call('EXPIRE', ARGV[6], {defaults.RESULT_TTL_S})
+  end
+  return 0
+end
+if ARGV[8] == '' then
   return 0
 end
 redis.call('RPUSH', ARGV[6], ARGV[8])
