@@ -51,8 +51,12 @@ class Executor:
     ) -> _Kubernetes:
         from rivers.kubernetes.quantity import parse_cpu, parse_memory
 
-        parse_cpu(worker_cpu)
-        parse_memory(worker_memory)
+        for name, parse, value in (("worker_cpu", parse_cpu, worker_cpu), ("worker_memory", parse_memory,
+                                                                             worker_memory)):
+            try:
+                parse(value)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"Executor.kubernetes({name}=...): {exc}") from None
         if max_concurrent_steps is not None and max_concurrent_steps < 1:
             raise ConfigurationError(f"max_concurrent_steps must be at least 1, got {max_concurrent_steps}")
         return Kubernetes(

@@ -41,9 +41,9 @@ class ComputeEscalation:
                  max_cpu: str | None = None, on: Sequence[FailureReason] | None = None) -> None:
         from rivers.kubernetes.quantity import parse_cpu, parse_memory
 
-        parse_memory(max_memory)
+        _checked("ComputeEscalation(max_memory=...)", parse_memory, max_memory)
         if max_cpu is not None:
-            parse_cpu(max_cpu)
+            _checked("ComputeEscalation(max_cpu=...)", parse_cpu, max_cpu)
         if factor < 1:
             raise ConfigurationError(f"ComputeEscalation factor must be at least 1.0, got {factor}")
         if cpu_factor is not None and cpu_factor < 1:
@@ -55,7 +55,7 @@ class ComputeEscalation:
         self.factor = factor
         self.cpu_factor = cpu_factor
         self.max_cpu = max_cpu
-        self.on: tuple[FailureReason, ...] = tuple(on) if on else (FailureReason.OUT_OF_MEMORY,)
+        self.on: tuple[FailureReason, ...] = (FailureReason.OUT_OF_MEMORY,) if on is None else tuple(on)
 
     def __repr__(self) -> str:
         shown = [f"factor={self.factor:g}", f"max_memory={self.max_memory!r}"]
@@ -144,7 +144,9 @@ class RetryPolicy:
         return self.backoff.delay(retry_number) if self.backoff else 0.0
 
     def __repr__(self) -> str:
-        return f"RetryPolicy(max_retries={self.max_retries}, backoff={self.backoff!r}, retry_on={self.retry_on!r})"
+        escalate = f", escalate={self.escalate!r}" if self.escalate is not None else ""
+        return (f"RetryPolicy(max_retries={self.max_retries}, backoff={self.backoff!r}, retry_on={self.retry_on!r}"
+                f"{escalate})")
 
 
 @dataclass
@@ -182,3 +184,21 @@ class Compute:
     cpu: str | None = None
     memory: str | None = None
     gpu: int | None = None
+
+    def __post_init__(self) -> None:
+        from rivers.kubernetes.quantity import parse_cpu, parse_memory
+
+        if self.cpu is not None:
+            _checked("Compute(cpu=...)", parse_cpu, self.cpu)
+        if self.memory is not None:
+            _checked("Compute(memory=...)", parse_memory, self.memory)
+        if self.gpu is not None and (not isinstance(self.gpu, int) or self.gpu < 0):
+            raise ConfigurationError(f"Compute(gpu=...) must be a whole number of GPUs, got {self.gpu!r}")
+
+
+def _checked(what: str, parse: Callable[[str], int], value: Any) -> None:
+    """A Kubernetes quantity, or a ConfigurationError naming the argument it was given as."""
+    try:
+        parse(str(value))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{what}: {exc}") from None

@@ -86,7 +86,7 @@ class StepPod:
         except RefusedJob as exc:
             raise ExecutionError(f"step pod: {exc}") from None
         threading.Thread(target=self._renew, name="rivers-lease", daemon=True).start()
-        pool_process.configure(None, log_level(), LeaseFence(self.url, self.name))
+        pool_process.configure(None, log_level(), LeaseFence(self.url, self.name), tee=True)
         result = PoolResult(*pool_process.run_spec(job.spec_json, self.job_id))
         self._done.set()
         stale = self.client.register_script(KEEP_REPORT_SCRIPT)(args=[

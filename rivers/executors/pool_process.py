@@ -15,9 +15,11 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from typing import TextIO
 
 import cloudpickle
 
@@ -31,6 +33,7 @@ STEP_PROCESS_NAME = "rivers-step-process"  # multiprocessing's name of every poo
 PARENT_POLL_S = 0.5  # how soon a pool process notices that the process owning its pool is gone
 _fence_factory: FenceFactory | None = None
 _pickle_exceptions = True
+_tee = False
 _loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -41,10 +44,12 @@ class FenceFactory:
         raise NotImplementedError
 
 
-def configure(key: bytes | None, log_level: int, fence_factory: FenceFactory | None) -> None:
+def configure(key: bytes | None, log_level: int, fence_factory: FenceFactory | None, tee: bool = False) -> None:
     """Set this process up to run steps from specs. With a fence, steps belong to a rivers-worker or a step
-    pod, which forward result JSON only: no pickled exceptions."""
-    global _fence_factory, _pickle_exceptions
+    pod, which forward result JSON only: no pickled exceptions. With `tee`, a step's stdout and stderr also go
+    to this process's own (a step pod's log, which its launcher attaches to a pod that died)."""
+    global _fence_factory, _pickle_exceptions, _tee
+    _tee = tee
     signing.use_key(key)
     _fence_factory = fence_factory
     _pickle_exceptions = fence_factory is None
@@ -100,7 +105,9 @@ def _run(spec_json: str, ticket: str) -> StepResult:
         header = exc.header
         return StepResult.failed(header.run_id, header.step_key, header.attempt, header.output_names, exc)
     stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    out: io.TextIOBase = _Tee(stdout, sys.stdout) if _tee else stdout
+    err: io.TextIOBase = _Tee(stderr, sys.stderr) if _tee else stderr
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             call = call_from_spec(spec)  # imports the step's code: an exit or a crash here ends only this step
             if _fence_factory is not None:
@@ -117,6 +124,28 @@ def _run(spec_json: str, ticket: str) -> StepResult:
         result.logs.extend(LogEntry(logger=stream, level=level, message=line, created=now)
                            for line in text.splitlines())
     return result
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the step's capture and, line-buffered, to the process's own stream."""
+
+    def __init__(self, capture: io.StringIO, stream: TextIO) -> None:
+        self.capture, self.stream = capture, stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.capture.write(text)
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write(text)
+            if "\n" in text:
+                self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()
 
 
 def _fence(call: StepCall, fence: Fence) -> None:

@@ -321,7 +321,8 @@ class Launcher:
         job_id = (pod.metadata.annotations or {}).get(JOB_ID_ANNOTATION)
         with self._cond:
             followed = self._followed.get(job_id) if job_id else None
-        if followed is None:
+        owners = {owner.name for owner in pod.metadata.owner_references or [] if owner.kind == "Job"}
+        if followed is None or followed.name not in owners:  # only the pod of the Job this launcher created
             return
         followed.pod = pod.metadata.name
         phase = pod.status.phase if pod.status else None
@@ -343,9 +344,11 @@ class Launcher:
         step = followed.header.step_key
         statuses = pod.status.container_statuses or []
         terminated = statuses[0].state.terminated if statuses and statuses[0].state else None
+        deleted = " was deleted before it ended (deleted from outside, or with its Job) and" \
+            if pod.metadata.deletion_timestamp else ""
         if terminated is None:
             why = ": ".join(part for part in (pod.status.reason, pod.status.message) if part) or "no reason given"
-            return PodFailed(f"step '{step}': its pod {followed.pod} failed: {why}"), "infrastructure"
+            return PodFailed(f"step '{step}': its pod {followed.pod}{deleted} failed: {why}"), "infrastructure"
         code = terminated.exit_code
         if terminated.reason == "OOMKilled":
             return OutOfMemory(f"step '{step}' was OOMKilled: its pod {followed.pod} went past its memory limit "
@@ -355,11 +358,11 @@ class Launcher:
                 name = signal.Signals(code - 128).name
             except ValueError:
                 name = f"signal {code - 128}"
-            return PodFailed(f"step '{step}': its pod {followed.pod} was killed by {name} (exit code {code})"), \
-                "infrastructure"
+            return PodFailed(f"step '{step}': its pod {followed.pod}{deleted} was killed by {name} "
+                             f"(exit code {code})"), "infrastructure"
         detail = f" ({terminated.reason}: {terminated.message})" if terminated.message else ""
-        return PodFailed(f"step '{step}': its pod {followed.pod} ended with exit code {code} without reporting the "
-                         f"step{detail}"), "infrastructure"
+        return PodFailed(f"step '{step}': its pod {followed.pod}{deleted} ended with exit code {code} without "
+                         f"reporting the step{detail}"), "infrastructure"
 
     # -- ending ----------------------------------------------------------------------------------
     def _conclude(self, followed: Followed, failure: BaseException | None, reason: str,
@@ -392,7 +395,7 @@ class Launcher:
         if delete:
             self._delete_job(followed)
         self.log.warning("launcher.step_failed", job=followed.name, step_key=header.step_key, reason=reason,
-                         error=str(failure), reported=reported == 1)
+                         error=message, reported=reported == 1)
 
     def _forget(self, followed: Followed) -> bool:
         with self._cond:

@@ -1,7 +1,7 @@
 """Executor.kubernetes(): steps go to the kubernetes queue through Redis, at most max_concurrent_steps at once.
 
-The pod launcher is not there yet; a rivers Worker consuming the kubernetes queue stands in for it, which is
-enough to see what the coordinator sends and when.
+A rivers Worker consuming the kubernetes queue stands in for the pod launcher here (tests/kubernetes has the
+real one), which is enough to see what the coordinator sends and when.
 """
 
 from __future__ import annotations

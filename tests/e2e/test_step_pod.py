@@ -1,7 +1,7 @@
 """Step pods (`rivers-worker --executor kubernetes --step JOB_ID`) stand on the workers' contract.
 
-The pod launcher is not there yet: the test plays it, claiming each job from the kubernetes queue with the
-workers' own claim script and starting one step-pod process per job, as a Job's pod would.
+The test plays the pod launcher (tests/kubernetes has the real one), claiming each job from the kubernetes queue
+with the workers' own claim script and starting one step-pod process per job, as a Job's pod would.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class JobLog:
                                             resource_version=listing.metadata.resource_version):
                 if event["type"] == "ADDED":
                     self.created.append(kube.api_client.sanitize_for_serialization(event["object"]))
-        except Exception:  # noqa: BLE001 - the cluster is reset under a watch that outlived its test
+        except Exception:
             if not self._watch._stop:
                 raise
 
@@ -179,6 +179,12 @@ def test_out_of_memory_is_retried_with_more_memory(launchers: Launchers, fake_cl
     assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled"
     [failure] = events(launchers, "launcher.step_failed")
     assert failure["reason"] == "out_of_memory" and "OOMKilled" in failure["error"]
+    assert "memory limit of 128Mi" in failure["error"]
+    # the failure reported for the attempt carries the pod's last log lines: what the step printed before it died
+    assert f"last lines of the log of pod {pod['metadata']['name']}:" in failure["error"]
+    assert f"hungry: allocating {kp.HUNGRY_MB} MB" in failure["error"]
+    assert any(entry.message == f"hungry: allocating {kp.HUNGRY_MB} MB"
+               for entry in result.step_results["hungry"].logs)  # and the successful attempt's capture has it too
     assert len(dp.Scratch(dir=str(tmp_path / "scratch")).lines("hungry")) == 2
 
 
@@ -214,15 +220,20 @@ def test_an_unschedulable_pod_fails_with_the_schedulers_reason(launchers: Launch
     wait_for(lambda: not fake_cluster.jobs("default"), 10, message="the never-started Job to be deleted")
 
 
+@pytest.mark.parametrize("deleted", ["pod", "job"])
 def test_a_pod_deleted_mid_step_is_retried(launchers: Launchers, fake_cluster: FakeCluster, kube: Kube,
-                                           job_log: JobLog, tmp_path: Path) -> None:
+                                           job_log: JobLog, tmp_path: Path, deleted: str) -> None:
     launchers.start()
     repo = dp.make_repo([dp.source, dp.stalls_once], tmp_path, default_executor=rs.Executor.kubernetes())
     scratch = dp.Scratch(dir=str(tmp_path / "scratch"))
     run = Background(repo)
     wait_for(lambda: scratch.lines("stalls_once"), 90, message="the stalling step to start in its pod")
     [pod] = [p for p in fake_cluster.pods("default") if p["status"]["phase"] == "Running"]
-    kube.core.delete_namespaced_pod(pod["metadata"]["name"], "default", grace_period_seconds=0)
+    if deleted == "pod":
+        kube.core.delete_namespaced_pod(pod["metadata"]["name"], "default", grace_period_seconds=0)
+    else:  # as `kubectl delete job` does: its pods go with it
+        owner = pod["metadata"]["ownerReferences"][0]["name"]
+        kube.batch.delete_namespaced_job(owner, "default", propagation_policy="Background")
     result = run.wait(120)
     assert result.success, (result.failed_assets, launchers.logs())
     assert repo.load_node("stalls_once") == 22 and len(scratch.lines("stalls_once")) == 2
@@ -313,3 +324,70 @@ def test_a_graph_runs_in_one_pod_and_fan_out_instances_are_capped_pods(launchers
     assert len(found["k_fused/k_first"] | found["k_fused/k_second"]) == 1  # both tasks in the graph's one pod
     assert len(found["k_fanned/k_square"]) == 6  # each instance its own pod
     assert Pids(directory=str(pids_dir)).peak() <= 2 and fake_cluster.peak_pods <= 2
+
+
+@pytest.mark.parametrize("signing", ["unsigned", "mis-signed"])
+def test_with_a_secret_a_forged_job_creates_no_pod(launchers: Launchers, fake_cluster: FakeCluster, redis_url: str,
+                                                   signing: str) -> None:
+    """A job the launcher cannot verify is refused before anything reaches the cluster: no Job, no pod."""
+    from rivers.distributed.jobs import job_fields
+
+    launchers.start(env={"RIVERS_SECRET": "the-deployment-secret"})
+    client = redis.Redis.from_url(redis_url)
+    spec = json.dumps({"run_id": "forged", "step_key": "evil", "attempt": 1, "outputs": [],
+                       "pod": {"image": "attacker/image:latest", "service_account": "cluster-admin"}})
+    key = None if signing == "unsigned" else b"another-secret"
+    client.hset(keys.job_key("forged-1"), mapping=job_fields("forged-1", spec, "rivers:run:forged:results",
+                                                            keys.queue_name("kubernetes"), "forged", key))
+    client.rpush(keys.queue_key("kubernetes"), "forged-1")
+    wait_for(lambda: client.hget(keys.job_key("forged-1"), keys.JOB_STATUS) == b"failed", 30,
+             message="the forged job to be refused")
+    assert b"sign" in client.hget(keys.job_key("forged-1"), keys.JOB_EXC_INFO)
+    assert not fake_cluster.jobs() and not fake_cluster.pods()
+    assert not [r for r in fake_cluster.requests if r.method == "POST"]
+    assert not client.llen("rivers:run:forged:results")  # its sender cannot be trusted with a report
+
+
+def test_a_step_whose_module_crashes_its_pod_fails_naming_the_signal(launchers: Launchers, fake_cluster: FakeCluster,
+                                                                    tmp_path: Path) -> None:
+    from tests.kubernetes.conftest import IMAGES, WORKER_IMAGE
+    from tests.pipelines import import_segv
+
+    armed = IMAGES[WORKER_IMAGE]
+    fake_cluster.add_image("rivers-worker:armed", env={**armed.env, "IMPORT_CRASH_ARMED": "1"}, workdir=armed.workdir)
+    launchers.start()
+    repo = dp.make_repo([kp.upstream, import_segv.import_segv], tmp_path,
+                        default_executor=rs.Executor.kubernetes(worker_image="rivers-worker:armed"))
+    result = Background(repo).wait(120)
+    [(name, message)] = result.failed_assets
+    assert name == "import_segv"
+    assert message.startswith("PodFailed: step 'import_segv': its pod rivers-step-"), message
+    assert "was killed by SIGSEGV (exit code 139)" in message
+    assert result.step_results["import_segv"].attempt == 2  # its policy: one retry, each a new Job
+    assert result.step_results["import_segv"].error.reason == "infrastructure"
+
+
+def test_a_pod_paused_past_its_lease_cannot_write_after_its_retry(launchers: Launchers, fake_cluster: FakeCluster,
+                                                                  tmp_path: Path) -> None:
+    launchers.start()
+    repo = dp.make_repo([kp.paused_once], tmp_path, default_executor=rs.Executor.kubernetes())
+    scratch = dp.Scratch(dir=str(tmp_path / "scratch"))
+    run = Background(repo)
+    wait_for(lambda: scratch.lines("paused_once"), 90, message="the first attempt to start in its pod")
+    [first] = fake_cluster.pods("default")
+    process = fake_cluster.process("default", first["metadata"]["name"])
+    assert process is not None
+    process.suspend()  # a frozen node: no heartbeats, no lease renewal
+    try:
+        result = run.wait(120)  # the lease expires, the step is retried in a new pod and succeeds
+    finally:
+        (tmp_path / "scratch" / "open").touch()
+        (tmp_path / "scratch" / "go").touch()
+        process.resume()
+    assert result.success and result.step_results["paused_once"].attempt == 2
+    wait_for(lambda: fake_cluster.pod("default", first["metadata"]["name"])["status"]["phase"] in
+             ("Succeeded", "Failed"), 60, message="the resumed pod to end")
+    ended = fake_cluster.pod("default", first["metadata"]["name"])
+    assert ended["status"]["phase"] == "Failed"  # its write was fenced off, its report dropped
+    assert repo.load_node("paused_once") == 2  # the retry's value stands
+    assert len(scratch.lines("paused_once")) == 2

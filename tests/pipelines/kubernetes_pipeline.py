@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 import rivers as rs
-from tests.pipelines.distributed_pipeline import Scratch
 from tests.pipelines.distributed_graph_pipeline import Pids
+from tests.pipelines.distributed_pipeline import Scratch
 
 HUNGRY_MB = 150  # past a 128Mi limit with the interpreter (~60 MB), well within 256Mi
 
@@ -20,6 +20,7 @@ HUNGRY_MB = 150  # past a 128Mi limit with the interpreter (~60 MB), well within
 def hungry(scratch: Scratch) -> int:
     """Needs more than its first pod's memory: OOMKilled, then retried in a pod twice as large."""
     scratch.count("hungry")
+    print(f"hungry: allocating {HUNGRY_MB} MB", flush=True)
     data = b"x" * (HUNGRY_MB * 2**20)  # written, so really resident
     return len(data) // 2**20
 
@@ -98,3 +99,20 @@ def k_sum(values: list[int]) -> int:
 @rs.Asset.from_graph(metadata={"rivers/executor": "kubernetes"})
 def k_fanned(k_items: list[int]) -> int:
     return k_sum(k_split(k_items).map(k_square, max_concurrency=3).collect())
+
+
+@rs.Asset
+def upstream() -> int:
+    return 1
+
+
+@rs.Asset
+def paused_once(scratch: Scratch) -> int:
+    """The first execution waits for 'go' (its pod is paused meanwhile, past its lease); later ones return at once.
+
+    Returns its execution number: the stored value says which attempt's write stood.
+    """
+    execution = scratch.count("paused_once")
+    if execution == 1:
+        scratch.wait_for("go", timeout=120)
+    return execution
