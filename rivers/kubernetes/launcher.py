@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from pydantic import ValidationError
 
 from rivers import defaults, signing
@@ -81,6 +82,7 @@ class Followed:
     pod: str | None = None
     started: bool = False  # its pod has been seen running
     waiting: str = ""  # why its pod is not running yet
+    ended: tuple[BaseException | None, str, bool] | None = None  # its end, not yet told to Redis (unreachable)
 
 
 class Launcher:
@@ -158,15 +160,20 @@ class Launcher:
                 free = self.max_pods - len(self._followed)
             if self._stopping:
                 return
-            popped = self.client.blmpop(defaults.WORKER_BLOCK_S, 1, queue_key, direction="LEFT", count=free)
-            if not popped:
-                with self._cond:
-                    if self.burst and not self._followed:
-                        return
+            try:
+                popped = self.client.blmpop(defaults.WORKER_BLOCK_S, 1, queue_key, direction="LEFT", count=free)
+                if not popped:
+                    with self._cond:
+                        if self.burst and not self._followed:
+                            return
+                    continue
+                ids = [job_id.decode() for job_id in popped[1]]
+                claimed = self._scripts["CLAIM"](args=[self.name, defaults.LEASE_MS, rq_view.rq_time(), time.time(),
+                                                       self.queue, *ids])
+            except redis.RedisError as exc:  # past the connection's retries: keep following pods, try again
+                self.log.warning("launcher.redis_unreachable", error=repr(exc))
+                self._done.wait(1.0)
                 continue
-            ids = [job_id.decode() for job_id in popped[1]]
-            claimed = self._scripts["CLAIM"](args=[self.name, defaults.LEASE_MS, rq_view.rq_time(), time.time(),
-                                                   self.queue, *ids])
             for index in range(0, len(claimed), 3):
                 self._launch(claimed[index].decode(), claimed[index + 1], claimed[index + 2] or None)
 
@@ -321,6 +328,8 @@ class Launcher:
         job_id = (pod.metadata.annotations or {}).get(JOB_ID_ANNOTATION)
         with self._cond:
             followed = self._followed.get(job_id) if job_id else None
+        if followed is not None and followed.ended is not None:
+            return  # its end is known, only not yet told
         owners = {owner.name for owner in pod.metadata.owner_references or [] if owner.kind == "Job"}
         if followed is None or followed.name not in owners:  # only the pod of the Job this launcher created
             return
@@ -367,9 +376,21 @@ class Launcher:
     # -- ending ----------------------------------------------------------------------------------
     def _conclude(self, followed: Followed, failure: BaseException | None, reason: str,
                   delete: bool = False) -> None:
-        """The attempt's pod ended (or never will): report what the pod could not, once."""
+        """The attempt's pod ended (or never will): report what the pod could not, once.
+
+        With Redis unreachable the end is kept and told again at every heartbeat until Redis answers.
+        """
         if not self._forget(followed):
             return
+        try:
+            self._tell(followed, failure, reason, delete)
+        except Exception as exc:  # noqa: BLE001 - Redis unreachable: keep it, the heartbeat tells it again
+            followed.ended = (failure, reason, delete)
+            with self._cond:
+                self._followed[followed.job.job_id] = followed
+            self.log.warning("launcher.report_deferred", job=followed.name, error=repr(exc))
+
+    def _tell(self, followed: Followed, failure: BaseException | None, reason: str, delete: bool) -> None:
         job = followed.job
         common = [self.name, rq_view.rq_time(), time.time(), self.queue, job.job_id, job.reply_to,
                   keys.reports_key_of(job.reply_to)]
@@ -428,6 +449,7 @@ class Launcher:
     def _heartbeat_loop(self) -> None:
         while not self._done.wait(defaults.HEARTBEAT_S):
             try:
+                self._retell()
                 self._beat()
                 self._check_starts()
                 if not self._stopping:
@@ -447,10 +469,18 @@ class Launcher:
             for entry, mine in zip(holding, renewed, strict=True):
                 entry.holding = bool(mine)
 
+    def _retell(self) -> None:
+        with self._cond:
+            ended = [f for f in self._followed.values() if f.ended is not None]
+        for followed in ended:
+            assert followed.ended is not None
+            self._conclude(followed, *followed.ended)
+
     def _check_starts(self) -> None:
         now = time.monotonic()
         with self._cond:
-            late = [f for f in self._followed.values() if not f.started and now - f.since > self.start_timeout]
+            late = [f for f in self._followed.values()
+                    if not f.started and f.ended is None and now - f.since > self.start_timeout]
         for followed in late:
             why = followed.waiting or f"no pod was created for Job {followed.name}"
             self._conclude(followed, PodFailed(

@@ -391,3 +391,30 @@ def test_a_pod_paused_past_its_lease_cannot_write_after_its_retry(launchers: Lau
     assert ended["status"]["phase"] == "Failed"  # its write was fenced off, its report dropped
     assert repo.load_node("paused_once") == 2  # the retry's value stands
     assert len(scratch.lines("paused_once")) == 2
+
+
+def test_redis_gone_while_a_pod_ends_loses_nothing(fake_cluster: FakeCluster, persistent_redis: Any,
+                                                   tmp_path: Path) -> None:
+    """Redis stops while a step runs in its pod, the pod ends meanwhile; once Redis is back the run completes."""
+    log_dir = tmp_path / "launcher-logs"
+    log_dir.mkdir()
+    launchers = Launchers(fake_cluster, persistent_redis.url, log_dir)
+    try:
+        launchers.start()
+        repo = dp.make_repo([dp.source, dp.gated, dp.after_gated], tmp_path,
+                            default_executor=rs.Executor.kubernetes())
+        scratch = dp.Scratch(dir=str(tmp_path / "scratch"))
+        run = Background(repo)
+        wait_for(lambda: scratch.lines("gated"), 90, message="the gated step to run in its pod")
+        [pod] = [p for p in fake_cluster.pods("default") if p["status"]["phase"] == "Running"]
+        persistent_redis.stop()
+        (tmp_path / "scratch" / "open").touch()  # the step returns while Redis is away
+        wait_for(lambda: fake_cluster.pod("default", pod["metadata"]["name"])["status"]["phase"] in
+                 ("Succeeded", "Failed"), 60, message="the pod to end while Redis is down")
+        persistent_redis.start()
+        result = run.wait(120)
+        assert result.success, (result.failed_assets, launchers.logs())
+        assert repo.load_node("after_gated") == 22
+        assert len(scratch.lines("after_gated")) == 1
+    finally:
+        launchers.close()
