@@ -147,13 +147,13 @@ class Worker:
     """One `rivers-worker` process."""
 
     def __init__(self, url: str, executor: str = "parallel", concurrency: int | None = None,
-                 burst: bool = False) -> None:
+                 burst: bool = False, name: str | None = None) -> None:
         self.url = url
         self.executor = executor
         self.queue = keys.queue_name(executor)
         self.concurrency = concurrency or len(os.sched_getaffinity(0))
         self.burst = burst
-        self.name = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         self.log = get_logger().bind(worker=self.name, executor=executor)
         self.key = signing.deployment_key()
         self.client: Any = None
