@@ -40,6 +40,9 @@ from rivers.io.base import BaseIOHandler, InputContext, OutputContext
 from rivers.io.memory import InMemoryIOHandler
 from rivers.io.pickle import PickleIOHandler
 from rivers.results import RunResult
+from rivers.version import RIVERS_VERSION
+
+__version__ = RIVERS_VERSION  # the installed distribution's version (`rivers --version`)
 
 __all__ = [
     "Asset", "AssetDef", "AssetDefinitionError", "AssetExecutionContext", "AssetNotFoundError",
