@@ -322,7 +322,7 @@ class Resolver:
         if is_self_dependency(pname, hint):
             slot = node.outputs[node.name] if node.name in node.outputs else next(iter(node.outputs.values()))
             args = typing.get_args(hint)
-            return Param(pname, "self", node.name, args[0] if args else None, slot.handler, slot.metadata)
+            return Param(pname, "self", slot.name, args[0] if args else None, slot.handler, slot.metadata)
         if pname in producer:
             node.needs.add(pname)
             override = overrides.get(pname)

@@ -247,17 +247,44 @@ class StepExecution:
         ).with_exception(first_exc if failed else None)
 
     def _run_hooks(self, error: BaseException | None) -> None:
+        """Fire the step's hooks for its outcome: a multi-asset's once per output, like rivers."""
         definition = self.call.definition
         if not definition.hooks:
+            return
+        config = self.context.config if self.context is not None else None
+        if isinstance(definition, MultiAsset):
+            self._run_multi_hooks(definition.hooks, error, config)
             return
         values = self.values
         output = values[definition.name] if definition.name in values else (
             next(iter(values.values()), None) if len(values) == 1 else dict(values)
         )
+        slot = next((s for s in self.call.outputs if s.name == definition.name), None)
         metadata = {k: v for out in self.done.values() for k, v in out.metadata.items()}
-        config = self.context.config if self.context is not None else None
-        hc = HookContext(definition.name, self.call.run_id, output if error is None else None, error, metadata, config)
+        hc = HookContext(definition.name, self.call.run_id, output if error is None else None, error,
+                         _hook_metadata(slot.metadata if slot else definition.metadata, metadata), config)
         fire_hooks(definition.hooks, hc)
+
+    def _run_multi_hooks(self, hooks: list[Hook], error: BaseException | None, config: Any) -> None:
+        """Success hooks once per written output; failure hooks once, for the first output not written."""
+        run_id = self.call.run_id
+        failed: OutputSlot | None = None
+        for slot in self.call.outputs:
+            done = self.done.get(slot.name)
+            if done is None:
+                failed = failed or slot
+                continue
+            metadata = _hook_metadata(slot.metadata, done.metadata)
+            fire_hooks(hooks, HookContext(slot.name, run_id, self.values.get(slot.name), None, metadata, config))
+        if error is not None and failed is not None:
+            metadata = _hook_metadata(failed.metadata, {})
+            fire_hooks(hooks, HookContext(failed.name, run_id, None, error, metadata, config))
+
+
+def _hook_metadata(asset: Mapping[str, Any], output: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The asset's metadata with the output's on top, as rivers' `hc.metadata`; None when both are empty."""
+    merged = {**asset, **output}
+    return merged or None
 
 
 def will_retry(policy: RetryPolicy | None, attempt: int, exc: BaseException | None) -> bool:
@@ -267,16 +294,16 @@ def will_retry(policy: RetryPolicy | None, attempt: int, exc: BaseException | No
     return policy.retries(type(exc) if exc is not None else None)
 
 
-def fire_hooks(hooks: list[Hook], hc: HookContext) -> None:
+def fire_hooks(hooks: list[Hook] | None, hc: HookContext[Any]) -> None:
     """Call the hooks that match the outcome (failure when `hc.error` is set); errors are logged, never raised."""
-    wanted = "failure" if hc.error is not None else "success"
-    for hook in hooks:
-        if hook.on != wanted:
+    wanted = hc.hook_type
+    for hook in hooks or ():
+        if hook.on != wanted or hook.fn is None:  # a hook made with only a name never runs, as in rivers
             continue
         try:
             hook.fn(hc)
         except Exception:  # hooks are never fatal
-            logger.exception("hook of '%s' failed", hc.asset_name)
+            logger.exception("%s of '%s' failed", hook, hc.asset_name)
 
 
 def fan_out_keys(name: str, value: Any) -> list[str]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
-from rivers.exceptions import ConfigurationError, WorkerLost
+from rivers.exceptions import AssetDefinitionError, ConfigurationError, WorkerLost
 
 
 class RetryOn(enum.Enum):
@@ -71,7 +72,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (MemoryError, TimeoutError, 
 
 @dataclass(frozen=True)
 class Backoff:
-    """Delay before retry `n` (1-based): constant, linear or exponential, with jitter and a cap."""
+    """Delay before retry `n` (1-based): constant, linear, exponential or a fixed schedule, with jitter and a cap.
+
+    `jitter` is a fraction in [0, 1] of the delay added at random; `max_delay` caps the result, jitter included.
+    """
 
     kind: str
     base: float
@@ -79,6 +83,13 @@ class Backoff:
     factor: float = 2.0
     jitter: float = 0.0
     max_delay: float | None = None
+    schedule: tuple[float, ...] = ()  # Backoff.fixed: the delay before each retry; the last one repeats
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.jitter <= 1.0:  # NaN fails both comparisons
+            shown = "NaN" if math.isnan(self.jitter) else self.jitter
+            raise ConfigurationError(f"jitter must be between 0.0 and 1.0, got {shown}")
+        object.__setattr__(self, "schedule", tuple(self.schedule))  # a list after a trip through a spec's JSON
 
     @staticmethod
     def constant(delay: float, *, jitter: float = 0.0, max_delay: float | None = None) -> Backoff:
@@ -94,11 +105,23 @@ class Backoff:
     ) -> Backoff:
         return Backoff("exponential", initial, factor=factor, jitter=jitter, max_delay=max_delay)
 
+    @staticmethod
+    def fixed(schedule: Sequence[float], *, jitter: float = 0.0) -> Backoff:
+        """Wait `schedule[n-1]` seconds before retry `n`; retries past its end wait its last entry."""
+        if isinstance(schedule, (str, bytes)) or not isinstance(schedule, Sequence):
+            raise TypeError(f"Backoff.fixed takes a list of delays in seconds, got {type(schedule).__name__}")
+        delays = tuple(_seconds(value) for value in schedule)
+        if not delays:
+            raise ConfigurationError("Backoff.fixed requires a non-empty schedule")
+        return Backoff("fixed", delays[0], jitter=jitter, schedule=delays)
+
     def delay(self, retry_number: int) -> float:
         if self.kind == "constant":
             delay = self.base
         elif self.kind == "linear":
             delay = self.initial + self.base * retry_number
+        elif self.kind == "fixed":
+            delay = self.schedule[min(max(retry_number, 1), len(self.schedule)) - 1]
         else:
             delay = self.base * self.factor ** (retry_number - 1)
         if self.jitter:
@@ -106,6 +129,15 @@ class Backoff:
         if self.max_delay is not None:
             delay = min(delay, self.max_delay)
         return max(0.0, delay)
+
+
+def _seconds(value: Any) -> float:
+    """One entry of a fixed schedule: a finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Backoff.fixed schedule entries must be numbers of seconds, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigurationError(f"Backoff.fixed schedule entries must be finite, got {value}")
+    return float(value)
 
 
 class RetryPolicy:
@@ -149,32 +181,107 @@ class RetryPolicy:
                 f"{escalate})")
 
 
+ConfigT = TypeVar("ConfigT")
+
+
 @dataclass
-class HookContext:
-    """What a hook callable receives."""
+class HookContext(Generic[ConfigT]):
+    """What a hook callable receives; `HookContext[MyConfig]` types `config`."""
 
-    asset_name: str
+    asset_name: str  # for a multi-asset: the output the hook fires for
     run_id: str
-    output: Any = None
-    error: BaseException | None = None
-    metadata: dict[str, Any] | None = None
-    config: Any = None
+    output: Any = None  # the value written (success hooks)
+    error: BaseException | None = None  # the exception (failure hooks)
+    metadata: dict[str, Any] | None = None  # the asset's metadata and the output's; None when both are empty
+    config: ConfigT | None = None
+
+    @property
+    def hook_type(self) -> str:
+        """`"success"` or `"failure"`."""
+        return "failure" if self.error is not None else "success"
 
 
-@dataclass(frozen=True)
+HookFn = Callable[[HookContext[Any]], Any]
+
+
 class Hook:
-    """A callable run after a step succeeded or failed; errors in it are logged, never fatal."""
+    """A callable run after a step succeeded (`Hook.Success`) or failed (`Hook.Failure`).
 
-    on: str
-    fn: Callable[[HookContext], Any]
+    Made with `Hook.success(fn)`, `@Hook.success` or `@Hook.success(name=...)`; errors in it are logged,
+    never fatal. A hook made without a function is bound by calling it once with one.
+    """
+
+    __slots__ = ("_func", "_name")
+    on: ClassVar[str]
+    Success: ClassVar[type[Hook]]
+    Failure: ClassVar[type[Hook]]
+
+    def __init__(self, _func: HookFn | None, _name: str) -> None:
+        if type(self) is Hook:
+            raise TypeError("cannot create 'Hook' instances; use Hook.success(...) or Hook.failure(...)")
+        if _func is not None and not callable(_func):
+            raise TypeError(f"Hook.{self.on} needs a callable, got {type(_func).__name__}")
+        if not isinstance(_name, str):
+            raise TypeError(f"Hook name must be a str, got {type(_name).__name__}")
+        self._func = _func
+        self._name = _name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def fn(self) -> HookFn | None:
+        """The bound function; None for a hook made with only a name."""
+        return self._func
+
+    def __call__(self, func: HookFn) -> Hook:
+        """Bind a hook made with `name=` only (the decorator form) to its function."""
+        if self._func is not None:
+            raise AssetDefinitionError(
+                f"Hook is already bound to a function and cannot be called as a decorator again: {self!r}"
+            )
+        return type(self)(func, self._name or _name_of(func))
+
+    def __repr__(self) -> str:
+        return f"Hook.{type(self).__name__}(name={self._name!r})"
 
     @staticmethod
-    def success(fn: Callable[[HookContext], Any]) -> Hook:
-        return Hook("success", fn)
+    def success(func: HookFn | None = None, *, name: str | None = None) -> Hook:
+        """A hook run after the step succeeded; `@Hook.success` or `@Hook.success(name=...)`."""
+        return _make(Hook.Success, func, name)
 
     @staticmethod
-    def failure(fn: Callable[[HookContext], Any]) -> Hook:
-        return Hook("failure", fn)
+    def failure(func: HookFn | None = None, *, name: str | None = None) -> Hook:
+        """A hook run after the step failed for good (not on attempts that will be retried)."""
+        return _make(Hook.Failure, func, name)
+
+
+class _SuccessHook(Hook):
+    __slots__ = ()
+    on = "success"
+
+
+class _FailureHook(Hook):
+    __slots__ = ()
+    on = "failure"
+
+
+for _kind, _cls in (("Success", _SuccessHook), ("Failure", _FailureHook)):
+    _cls.__name__, _cls.__qualname__ = _kind, f"Hook.{_kind}"  # pickled by reference as Hook.Success
+    setattr(Hook, _kind, _cls)
+
+
+def _name_of(func: Any) -> str:
+    return str(getattr(func, "__name__", None) or type(func).__name__)
+
+
+def _make(cls: type[Hook], func: HookFn | None, name: str | None) -> Hook:
+    if func is None:
+        return cls(None, "" if name is None else name)
+    if not callable(func):
+        raise TypeError(f"Hook.{cls.on} needs a callable, got {type(func).__name__}")
+    return cls(func, _name_of(func) if name is None else name)
 
 
 @dataclass(frozen=True)
