@@ -3,8 +3,10 @@
 from rivers.definitions.assets import (
     Asset,
     AssetDef,
+    DepDef,
     ExternalAsset,
     MultiAsset,
+    Observation,
     SelfDependency,
     SingleAsset,
 )
@@ -47,10 +49,12 @@ __version__ = RIVERS_VERSION  # the installed distribution's version (`rivers --
 __all__ = [
     "Asset", "AssetDef", "AssetDefinitionError", "AssetExecutionContext", "AssetNotFoundError",
     "AssetOutputValidationError", "Backoff", "BaseIOHandler", "BashTask", "CodeRepository", "Compute",
-    "ComputeEscalation", "ConfigurationError", "DynamicOutput", "ExecutionError", "Executor", "ExternalAsset",
+    "ComputeEscalation", "ConfigurationError", "DepDef",
+    "DynamicOutput", "ExecutionError", "Executor", "ExternalAsset",
     "FailureReason", "GraphAsset",
     "GraphValidationError", "Hook", "HookContext", "InMemoryIOHandler", "InputContext", "Job", "Materialization",
-    "MetadataValue", "MultiAsset", "NodeNotFoundError", "Output", "OutputContext", "PickleIOHandler", "Resource",
+    "MetadataValue", "MultiAsset", "NodeNotFoundError", "Observation",
+    "Output", "OutputContext", "PickleIOHandler", "Resource",
     "RetryOn", "RetryPolicy", "RunResult", "SelfDependency", "SingleAsset", "Task", "TaskDefinitionError",
     "TaskExecutionContext",
 ]

@@ -57,7 +57,7 @@ def get_logger() -> Any:
             wrapper_class=structlog.make_filtering_bound_logger(level),
             cache_logger_on_first_use=True,
         ).bind(logger="rivers")
-        for name in ("rivers.assets", "rivers.tasks"):
+        for name in ("code-repo.assets", "code-repo.tasks"):
             if logging.getLogger(name).level == logging.NOTSET:
                 logging.getLogger(name).setLevel(level)
     return _logger

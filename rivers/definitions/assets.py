@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from rivers.definitions.nodes import NodeDefinition, reject_reserved
+from rivers.definitions.nodes import RESERVED_KWARGS, NodeDefinition, check_tags, reject_reserved
 from rivers.definitions.policies import Compute, Hook, RetryPolicy
 from rivers.exceptions import AssetDefinitionError
 from rivers.io.base import BaseIOHandler
@@ -13,8 +14,48 @@ from rivers.io.base import BaseIOHandler
 T = TypeVar("T")
 
 
+class DepDef:
+    """One upstream edge of an asset: an input (`AssetDef.input`) or an ordering-only dep (`AssetDef.dep`)."""
+
+    def __init__(
+        self, name: str, *, is_input: bool, io_handler: BaseIOHandler | str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.is_input = is_input
+        self.io_handler = io_handler
+        self.metadata = dict(metadata) if metadata is not None else None
+        self.partition_mapping = None
+
+    @property
+    def role(self) -> str:
+        return "input" if self.is_input else "dep"
+
+    def __repr__(self) -> str:
+        return f"DepDef.{self.role}({self.name!r})"
+
+
+def check_deps(deps: Any) -> list[DepDef]:
+    """A copy of `deps`; as rivers 0.6, a TypeError unless it is a list of DepDef values."""
+    if not isinstance(deps, (list, tuple)):
+        what = "'None' is" if deps is None else f"'{type(deps).__name__}' object is"
+        raise TypeError(f"{what} not an instance of 'Sequence' (deps takes a list of AssetDef.dep / AssetDef.input)")
+    for dep in deps:
+        if not isinstance(dep, DepDef):
+            raise TypeError(
+                f"'{type(dep).__name__}' object is not an instance of 'DepDef' "
+                f"(declare deps with AssetDef.dep(name) or AssetDef.input(name))"
+            )
+    return list(deps)
+
+
+def _no_partition_mapping(kind: str, partition_mapping: Any) -> None:
+    if partition_mapping is not None:
+        raise NotImplementedError(f"{kind}(partition_mapping=...) is not supported by this version of rivers")
+
+
 class AssetDef:
-    """An output of a multi-asset, or (via `input` / `dep`) how an asset uses an upstream."""
+    """An output of a multi-asset; `AssetDef.input` / `AssetDef.dep` declare an asset's upstream edges."""
 
     def __init__(
         self,
@@ -22,27 +63,49 @@ class AssetDef:
         io_handler: BaseIOHandler | str | None = None,
         metadata: dict[str, str] | None = None,
         *,
-        role: str = "output",
+        tags: list[str] | None = None,
+        kinds: str | list[str] | None = None,
+        group: str | None = None,
+        code_version: str | None = None,
+        deps: list[DepDef] | None = None,
+        **reserved: Any,
     ) -> None:
+        reject_reserved("AssetDef", reserved)
         self.name = name
         self.io_handler = io_handler
         self.metadata = dict(metadata or {})
-        self.role = role
+        self.tags = check_tags(f"AssetDef {name!r}", tags)
+        self.kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
+        self.group = group
+        self.code_version = code_version
+        self.deps = [] if deps is None else deps
+
+    @property
+    def deps(self) -> list[DepDef]:
+        """This output's own upstream edges (a multi-asset adds them to its step's)."""
+        return list(self._deps)
+
+    @deps.setter
+    def deps(self, value: list[DepDef]) -> None:
+        self._deps = check_deps(value)
 
     @staticmethod
     def input(
-        name: str, io_handler: BaseIOHandler | str | None = None, metadata: dict[str, str] | None = None
-    ) -> AssetDef:
+        name: str, io_handler: BaseIOHandler | str | None = None, metadata: dict[str, str] | None = None,
+        *, partition_mapping: Any = None,
+    ) -> DepDef:
         """Override how the upstream `name` is loaded for this asset."""
-        return AssetDef(name, io_handler, metadata, role="input")
+        _no_partition_mapping("AssetDef.input", partition_mapping)
+        return DepDef(name, is_input=True, io_handler=io_handler, metadata=metadata)
 
     @staticmethod
-    def dep(name: str) -> AssetDef:
+    def dep(name: str, *, partition_mapping: Any = None) -> DepDef:
         """An ordering-only edge: run after `name`, load nothing."""
-        return AssetDef(name, role="dep")
+        _no_partition_mapping("AssetDef.dep", partition_mapping)
+        return DepDef(name, is_input=False)
 
     def __repr__(self) -> str:
-        return f"AssetDef({self.name!r}, role={self.role!r})"
+        return f"AssetDef({self.name!r})"
 
 
 class SelfDependency(Generic[T]):
@@ -66,6 +129,7 @@ class Asset(NodeDefinition):
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         if cls is not Asset:
             return super().__new__(cls)
+        check_keywords("Asset.__new__", kwargs, SingleAsset.__init__)
         if not args:
             return lambda f: SingleAsset(f, **kwargs)
         return super().__new__(SingleAsset)
@@ -81,16 +145,32 @@ class Asset(NodeDefinition):
         name: str | None = None,
         **kwargs: Any,
     ) -> Callable[[Callable[..., Any]], MultiAsset]:
+        check_keywords("Asset.from_multi", kwargs, MultiAsset.__init__)
         return lambda fn: MultiAsset(fn, output_defs=output_defs, name=name, **kwargs)
 
     @staticmethod
     def external(
-        name: str,
+        wraps: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
         io_handler: BaseIOHandler | str | None = None,
+        tags: list[str] | None = None,
         kinds: str | list[str] | None = None,
+        group: str | None = None,
         metadata: dict[str, str] | None = None,
+        **reserved: Any,
     ) -> ExternalAsset:
-        return ExternalAsset(name=name, io_handler=io_handler, kinds=kinds, metadata=metadata)
+        """A source produced outside rivers, loaded through `io_handler`, never run.
+
+        Used as a decorator (`@rs.Asset.external(io_handler=...)`), the function is the asset's observe
+        function: `repo.observe()` calls it and it may return an `rs.Observation`.
+        """
+        check_keywords("Asset.external", reserved, ExternalAsset.__init__)
+        asset = ExternalAsset(
+            None, name=name, io_handler=io_handler, tags=tags, kinds=kinds, group=group, metadata=metadata,
+            **reserved,
+        )
+        return asset if wraps is None else asset(wraps)
 
     @staticmethod
     def from_graph(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
@@ -109,7 +189,7 @@ class Asset(NodeDefinition):
         code_version: str | None,
         io_handler: BaseIOHandler | str | None,
         metadata: dict[str, str] | None,
-        deps: list[AssetDef] | None,
+        deps: list[DepDef] | None,
         hooks: list[Hook] | None,
         retry: RetryPolicy | str | None,
         compute: Compute | None,
@@ -118,12 +198,7 @@ class Asset(NodeDefinition):
         self.kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
         self.group = group
         self.code_version = code_version
-        self.deps = list(deps or [])
-        for dep in self.deps:
-            if not isinstance(dep, AssetDef):
-                raise AssetDefinitionError(
-                    f"deps of asset '{self.name}' must be AssetDef values (AssetDef.dep / AssetDef.input), got {dep!r}"
-                )
+        self.deps = [] if deps is None else check_deps(deps)
         self.compute = compute
         self._asset_fn = fn
 
@@ -145,7 +220,7 @@ class SingleAsset(Asset):
         code_version: str | None = None,
         io_handler: BaseIOHandler | str | None = None,
         metadata: dict[str, str] | None = None,
-        deps: list[AssetDef] | None = None,
+        deps: list[DepDef] | None = None,
         hooks: list[Hook] | None = None,
         retry: RetryPolicy | str | None = None,
         compute: Compute | None = None,
@@ -176,7 +251,7 @@ class MultiAsset(Asset):
         code_version: str | None = None,
         io_handler: BaseIOHandler | str | None = None,
         metadata: dict[str, str] | None = None,
-        deps: list[AssetDef] | None = None,
+        deps: list[DepDef] | None = None,
         hooks: list[Hook] | None = None,
         retry: RetryPolicy | str | None = None,
         compute: Compute | None = None,
@@ -197,6 +272,12 @@ class MultiAsset(Asset):
                 raise AssetDefinitionError(f"Multi-asset '{self.name}' declares output '{out.name}' twice")
             seen.add(out.name)
         self.output_defs = list(output_defs)
+        # the outputs run as one step: an output's own deps are edges of that step
+        known = {dep.name for dep in self.deps}
+        for dep in (dep for out in self.output_defs for dep in out.deps):
+            if dep.name not in known:
+                known.add(dep.name)
+                self.deps.append(dep)
 
     @property
     def output_names(self) -> list[str]:
@@ -204,19 +285,107 @@ class MultiAsset(Asset):
 
 
 class ExternalAsset(Asset):
-    """A source asset: loaded through its IO handler, never run."""
+    """A source asset: loaded through its IO handler, never run; optionally observed by `observe_fn`."""
 
     kind = "external"
 
     def __init__(
         self,
+        observe_fn: Callable[..., Any] | None = None,
+        /,
         *,
-        name: str,
+        name: str | None = None,
         io_handler: BaseIOHandler | str | None = None,
+        tags: list[str] | None = None,
         kinds: str | list[str] | None = None,
+        group: str | None = None,
         metadata: dict[str, str] | None = None,
+        **reserved: Any,
     ) -> None:
+        reject_reserved("Asset.external", reserved)
+        if io_handler is None:
+            raise AssetDefinitionError(
+                f"External assets require an io_handler: '{name or getattr(observe_fn, '__name__', '?')}' "
+                "is loaded through it, never computed"
+            )
+        self._given_name = name
         self._init_asset(
-            None, name=name, tags=None, kinds=kinds, group=None, code_version=None, io_handler=io_handler,
-            metadata=metadata, deps=None, hooks=None, retry=None, compute=None,
+            None, name=name or getattr(observe_fn, "__name__", None), tags=tags, kinds=kinds, group=group,
+            code_version=None, io_handler=io_handler, metadata=metadata, deps=None, hooks=None, retry=None,
+            compute=None,
         )
+        self._observe_fn = observe_fn
+        if observe_fn is not None:
+            self.__doc__ = observe_fn.__doc__
+            self.__module__ = observe_fn.__module__
+            self.__qualname__ = observe_fn.__qualname__
+            self.__wrapped__ = observe_fn
+
+    @property
+    def observe_fn(self) -> Callable[..., Any] | None:
+        """The function `repo.observe()` calls (None when the asset has none)."""
+        return self._observe_fn
+
+    @property
+    def is_async(self) -> bool:
+        fn = self._observe_fn
+        return fn is not None and inspect.iscoroutinefunction(fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """`external(fn)`: a new external asset with the same settings and `fn` as its observe function."""
+        if len(args) != 1 or kwargs or isinstance(args[0], Asset):
+            return super().__call__(*args, **kwargs)
+        if self._observe_fn is not None:
+            raise AssetDefinitionError(f"external asset '{self.name}' already has an observe function")
+        fn = args[0]
+        if not callable(fn):
+            raise AssetDefinitionError(
+                f"the Asset decorator needs one function, e.g. `@rs.Asset.external(io_handler=...)` on a def; "
+                f"got {type(fn).__name__}"
+            )
+        return ExternalAsset(
+            fn, name=self._given_name, io_handler=self.io_handler, tags=self.tags, kinds=self.kinds,
+            group=self.group, metadata=self.metadata or None,
+        )
+
+
+class Observation:
+    """What an external asset's observe function returns: metadata and a data version, no value."""
+
+    def __init__(
+        self,
+        *,
+        output_name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        data_version: str | None = None,
+    ) -> None:
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"Observation metadata must be a dict, got {type(metadata).__name__}")
+        self._output_name = output_name
+        self._metadata = dict(metadata) if metadata is not None else None
+        self._data_version = data_version
+
+    @property
+    def output_name(self) -> str | None:
+        return self._output_name
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        return self._metadata
+
+    @property
+    def data_version(self) -> str | None:
+        return self._data_version
+
+    def __repr__(self) -> str:
+        shown = [f"{key}={value!r}" for key, value in
+                 (("output_name", self._output_name), ("data_version", self._data_version)) if value is not None]
+        return f"Observation({', '.join(shown)})"
+
+
+def check_keywords(kind: str, kwargs: dict[str, Any], init: Callable[..., Any]) -> None:
+    """Refuse a keyword the definition does not take when the decorator is built, as rivers 0.6 does."""
+    accepted = set(inspect.signature(init).parameters) | set(RESERVED_KWARGS)
+    for key in kwargs:
+        if key not in accepted:
+            raise TypeError(f"{kind}() got an unexpected keyword argument '{key}'")

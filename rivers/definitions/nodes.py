@@ -21,17 +21,26 @@ def reject_reserved(kind: str, reserved: dict[str, Any]) -> None:
             raise NotImplementedError(f"{kind}({key}=...) is not supported by this version of rivers")
 
 
+def check_tags(owner: str, tags: list[str] | None) -> list[str] | None:
+    """A copy of `tags` (None stays None); anything but a list of strings is a TypeError naming `owner`."""
+    if tags is None:
+        return None
+    if not isinstance(tags, (list, tuple)) or not all(isinstance(tag, str) for tag in tags):
+        raise TypeError(f"tags of '{owner}' must be a list of strings, got {tags!r}")
+    return list(tags)
+
+
 class NodeDefinition:
     """Base of every definition that becomes a step: a function plus how to run and store it."""
 
     kind: str = "node"
     name: str
     fn: Callable[..., Any] | None
-    tags: list[str]
+    tags: list[str] | None
     io_handler: BaseIOHandler | str | None
     metadata: dict[str, str]
     retry: RetryPolicy | str | None
-    hooks: list[Hook]
+    hooks: list[Hook] | None
 
     def _init_node(
         self,
@@ -47,11 +56,11 @@ class NodeDefinition:
             raise TypeError(f"{type(self).__name__} needs a function, got {type(fn).__name__}")
         self.fn = fn
         self.name = name or (fn.__name__ if fn is not None else "")
-        self.tags = list(tags or [])
+        self.tags = check_tags(self.name, tags)
         self.io_handler = io_handler
         self.metadata = dict(metadata or {})
         self.retry = retry
-        self.hooks = list(hooks or [])
+        self.hooks = list(hooks) if hooks is not None else None  # None when not given, as rivers 0.6
         self.__doc__ = getattr(fn, "__doc__", None)
         if fn is not None:
             self.__module__ = fn.__module__

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from rivers.definitions.assets import Asset
+from rivers.definitions.assets import Asset, ExternalAsset
 from rivers.definitions.executors import Executor
 from rivers.definitions.jobs import Job
 from rivers.definitions.nodes import NodeDefinition
@@ -128,6 +128,30 @@ class CodeRepository:
         """Resolve the repository now; raises the first problem found."""
         self._resolve()
 
+    def resolve(self, storage: Any = None) -> None:
+        """Validate and resolve now, as rivers 0.6 does before a run (which needs no storage here)."""
+        if storage is not None:
+            raise NotImplementedError("CodeRepository.resolve(storage=...): storage backends are not supported")
+        self._resolve()
+
+    def observe(self, asset_names: list[str] | str | None = None, *, raise_on_error: bool = True) -> RunResult:
+        """Run the observe functions of the external assets (those named in `asset_names`, or all).
+
+        Names that are not observable external assets are passed over; with nothing to observe the
+        result is a successful no-op with an empty `run_id`. Metadata and data versions land in
+        `step_results`; the first failure is re-raised after all ran unless `raise_on_error=False`.
+        """
+        from rivers.observe import observe_assets
+
+        self._resolve()
+        wanted = [asset_names] if isinstance(asset_names, str) else asset_names
+        observable = sorted(
+            (d for d in self._definitions
+             if isinstance(d, ExternalAsset) and d.observe_fn is not None and (wanted is None or d.name in wanted)),
+            key=lambda d: d.name,
+        )
+        return observe_assets(observable, self._resources, raise_on_error=raise_on_error)
+
     # -- lookups ----------------------------------------------------------------------------
     @property
     def assets(self) -> dict[str, Asset]:
@@ -163,7 +187,7 @@ class CodeRepository:
         if owner not in graph.producer or (owner != name and not is_instance):
             raise NodeNotFoundError(f"Node '{name}' not found in the repository")
         slot = graph.node_of(owner).outputs[owner]
-        return slot.handler.load_input(InputContext(name, None, slot.metadata, type_hint))
+        return slot.handler.load_input(InputContext(name, None, slot.metadata, type_hint=type_hint))
 
     # -- runs -------------------------------------------------------------------------------
     def materialize(

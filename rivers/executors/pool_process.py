@@ -53,7 +53,7 @@ def configure(key: bytes | None, log_level: int, fence_factory: FenceFactory | N
     signing.use_key(key)
     _fence_factory = fence_factory
     _pickle_exceptions = fence_factory is None
-    for name in ("rivers.assets", "rivers.tasks"):  # context.log records must reach the step's capture
+    for name in ("code-repo.assets", "code-repo.tasks"):  # context.log records must reach the step's capture
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(log_level)
 

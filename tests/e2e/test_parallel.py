@@ -139,7 +139,7 @@ def test_stdout_and_context_log_are_captured(handler: rs.PickleIOHandler) -> Non
     result = repo_of([pp.chatty], handler).materialize()
     logs = {(entry.logger, entry.message) for entry in result.step_results["chatty"].logs}
     assert ("stdout", "hello from the worker") in logs
-    assert ("rivers.assets.chatty", "a context.log record") in logs
+    assert ("code-repo.assets.chatty", "a context.log record") in logs
 
 
 def test_sync_and_async_steps_overlap(handler: rs.PickleIOHandler, scratch: pp.Scratch) -> None:

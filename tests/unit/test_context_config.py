@@ -35,8 +35,8 @@ def test_first_parameter_annotated_with_any_name_gets_the_context() -> None:
     assert ctx.asset_name == "described"
     assert ctx.tags == ["t1"] and ctx.kinds == ["k"] and ctx.group == "grp" and ctx.code_version == "cv"
     assert ctx.asset_metadata == {"owner": "me"}
-    assert ctx.is_multi_asset is False and ctx.output_selection == ["described"]
-    assert isinstance(ctx.log, logging.Logger) and ctx.log.name == "rivers.assets.described"
+    assert ctx.is_multi_asset is False and ctx.output_selection == []  # as rivers 0.6: multi-assets only
+    assert isinstance(ctx.log, logging.Logger) and ctx.log.name == "code-repo.assets.described"
     assert repr(ctx) == "AssetExecutionContext(asset_name='described')"
 
 
@@ -56,7 +56,7 @@ def test_first_parameter_named_context_without_annotation() -> None:
     make_repo([unannotated], tasks=[task_unannotated]).materialize()
     assert [type(c) for c in seen] == [rs.AssetExecutionContext, rs.TaskExecutionContext]
     assert seen[1].task_name == "task_unannotated"
-    assert seen[1].log.name == "rivers.tasks.task_unannotated"
+    assert seen[1].log.name == "code-repo.tasks.task_unannotated"
     assert repr(seen[1]) == "TaskExecutionContext(task_name='task_unannotated')"
 
 

@@ -20,6 +20,7 @@ PUBLIC_NAMES = {
     "InputContext", "Job", "Materialization", "MetadataValue", "MultiAsset", "NodeNotFoundError", "Output",
     "OutputContext", "PickleIOHandler", "Resource", "RetryOn", "RetryPolicy", "RunResult", "SelfDependency",
     "SingleAsset", "Task", "TaskDefinitionError", "TaskExecutionContext",
+    "DepDef", "Observation",
 }
 ERRORS = [
     "AssetDefinitionError", "AssetNotFoundError", "AssetOutputValidationError", "ConfigurationError",
@@ -95,7 +96,7 @@ def test_bare_asset_exposes_function_and_defaults() -> None:
     assert asset._asset_fn is raw
     assert asset._asset_fn() == 1
     assert asset.is_async is False
-    assert asset.tags == [] and asset.kinds == [] and asset.metadata == {}
+    assert asset.tags is None and asset.kinds == [] and asset.metadata == {}
     assert asset.io_handler is None and asset.retry is None and asset.group is None
 
 
