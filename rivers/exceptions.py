@@ -27,6 +27,10 @@ class GraphValidationError(Exception):
     """The asset graph is invalid (cycles, unresolved inputs, bad jobs)."""
 
 
+class InvalidMetadataError(Exception):
+    """A metadata value cannot be encoded as a MetadataValue (a malformed URL, say)."""
+
+
 class NodeNotFoundError(Exception):
     """A node name is unknown to the repository."""
 
@@ -74,6 +78,7 @@ __all__ = [
     "ConfigurationError",
     "ExecutionError",
     "GraphValidationError",
+    "InvalidMetadataError",
     "NodeNotFoundError",
     "TaskDefinitionError",
 ]

@@ -6,9 +6,11 @@ import os
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from rivers.definitions.metadata import MetadataDict
 
 StepStatus = Literal["succeeded", "failed"]
 
@@ -44,7 +46,7 @@ class StepError(BaseModel):
 class OutputResult(BaseModel):
     name: str
     status: StepStatus
-    metadata: dict[str, Any] = {}
+    metadata: MetadataDict = {}  # MetadataValues; a tagged form in JSON, so types survive a worker
     data_version: str | None = None
     error: StepError | None = None
     fan_out_keys: list[str] | None = None  # a fan-out source: the instance keys of its items

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from rivers.definitions.assets import MultiAsset, SelfDependency
 from rivers.definitions.contexts import AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.nodes import NodeDefinition
-from rivers.definitions.outputs import DynamicOutput, Materialization, Output, raw_metadata
+from rivers.definitions.outputs import DynamicOutput, Materialization, Output, coerce_metadata
 from rivers.definitions.policies import Hook, HookContext, RetryPolicy
 from rivers.exceptions import AssetOutputValidationError
 from rivers.io.base import InputContext, OutputContext
@@ -111,7 +111,7 @@ class StepExecution:
 
     def _load(self, param: Param, source: str | None) -> Any:
         assert param.handler is not None and source is not None
-        ctx = InputContext(source, self.call.step_key, param.metadata, param.type_hint)
+        ctx = InputContext(source, self.call.step_key, param.metadata, type_hint=param.type_hint)
         return param.handler.load_input(ctx)
 
     def _context(self) -> AssetExecutionContext[Any] | TaskExecutionContext[Any]:
@@ -139,7 +139,9 @@ class StepExecution:
     def _previous_value(self, param: Param) -> Any:
         assert param.handler is not None and param.source is not None
         try:
-            return param.handler.load_input(InputContext(param.source, param.source, param.metadata, param.type_hint))
+            return param.handler.load_input(
+                InputContext(param.source, param.source, param.metadata, type_hint=param.type_hint)
+            )
         except (LookupError, FileNotFoundError):
             return None
 
@@ -175,15 +177,15 @@ class StepExecution:
                 f"{describe(hint)}"
             )
         keys = fan_out_keys(name, value) if slot.fan_out else None
-        out_ctx = OutputContext(name, slot.metadata, hint, metadata, self.call.run_id)
+        out_ctx = OutputContext(name, slot.metadata, type_hint=hint, output_metadata=metadata, run_id=self.call.run_id)
         if self.call.fence is not None:
             self.call.fence(name)
         slot.handler.handle_output(out_ctx, value)
         self._succeeded(name, out_ctx.output_metadata, data_version or out_ctx.data_version, value)
         self.done[name].fan_out_keys = keys
 
-    def _succeeded(self, name: str, metadata: dict[str, Any], data_version: str | None, value: Any) -> None:
-        self.done[name] = OutputResult(name=name, status="succeeded", metadata=raw_metadata(metadata),
+    def _succeeded(self, name: str, metadata: Mapping[str, Any] | None, data_version: str | None, value: Any) -> None:
+        self.done[name] = OutputResult(name=name, status="succeeded", metadata=coerce_metadata(metadata),
                                        data_version=data_version)
         self.values[name] = value
 

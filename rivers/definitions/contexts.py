@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from rivers.definitions.metadata import coerce_metadata
 from rivers.exceptions import ExecutionError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -84,7 +85,7 @@ class AssetExecutionContext(_PartitionFree, Generic[ConfigT]):
         self.log = logging.getLogger(f"{ASSET_LOGGER_PREFIX}.{asset_name}")
 
     def add_output_metadata(self, metadata: dict[str, Any]) -> None:
-        self.output_metadata.update(metadata)
+        self.output_metadata.update(coerce_metadata(metadata))  # MetadataValues, as in rivers
 
     def register_data_version(self, version: str) -> None:
         self.data_version = version
@@ -120,7 +121,7 @@ class TaskExecutionContext(_PartitionFree, Generic[ConfigT]):
         self.log = logging.getLogger(f"{TASK_LOGGER_PREFIX}.{task_name}")
 
     def add_output_metadata(self, metadata: dict[str, Any]) -> None:
-        self.output_metadata.update(metadata)
+        self.output_metadata.update(coerce_metadata(metadata))  # MetadataValues, as in rivers
 
     def register_data_version(self, version: str) -> None:
         self.data_version = version

@@ -252,10 +252,11 @@ def test_output_metadata_and_data_version_from_context() -> None:
         return rs.Output(5, metadata={"b": 2})
 
     result = make_repo([versioned]).materialize()
-    assert metadata == [({"a": 1, "b": 2}, {"declared": "yes"})]
+    two = {"a": rs.MetadataValue.int(1), "b": rs.MetadataValue.int(2)}  # MetadataValues, as in rivers 0.6
+    assert metadata == [(two, {"declared": "yes"})]
     (out,) = result.step_results["versioned"].outputs
     assert out.data_version == "v9"
-    assert out.metadata == {"a": 1, "b": 2}
+    assert out.metadata == two
 
 
 def test_one_unresolvable_string_annotation_does_not_hide_the_others() -> None:

@@ -132,7 +132,7 @@ def test_success_hook_receives_output_and_metadata() -> None:
     (hc,) = seen
     assert hc.asset_name == "hooked" and hc.run_id == result.run_id
     assert hc.output == 42 and hc.error is None
-    assert hc.metadata is not None and hc.metadata["rows"] == 2
+    assert hc.metadata is not None and hc.metadata["rows"] == rs.MetadataValue.int(2)
 
 
 def test_failure_hook_receives_the_exception() -> None:

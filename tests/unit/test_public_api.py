@@ -194,7 +194,7 @@ def test_output_materialization_metadata_value_shapes() -> None:
     assert rs.MetadataValue.int(3).raw_value() == 3
     assert rs.MetadataValue.float(1.5).raw_value() == 1.5
     assert rs.MetadataValue.text("x").raw_value() == "x"
-    assert rs.MetadataValue.json({"a": [1]}).raw_value() == {"a": [1]}
+    assert rs.MetadataValue.json({"a": [1]}).raw_value() == '{"a": [1]}'  # held as its JSON text, as in rivers
     assert rs.MetadataValue.bool(True).raw_value() is True
     assert rs.MetadataValue.timestamp(12.0).raw_value() == 12.0
 

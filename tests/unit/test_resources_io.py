@@ -304,10 +304,10 @@ def test_pickle_file_layout_and_metadata(tmp_path: Path, prefix: str, expected: 
         assert pickle.load(f) == {"a": 1}  # the bare value, standard pickle
     (out,) = result.step_results["pk"].outputs
     meta = out.metadata
-    assert meta["path"] == expected
-    assert meta["serializer"] == "pickle"
-    assert meta["size_bytes"] == os.path.getsize(tmp_path / expected)
-    assert isinstance(meta["write_duration_s"], float) and meta["write_duration_s"] >= 0
+    assert meta["path"] == rs.MetadataValue.text(expected)
+    assert meta["serializer"] == rs.MetadataValue.text("pickle")
+    assert meta["size_bytes"] == rs.MetadataValue.int(os.path.getsize(tmp_path / expected))
+    assert isinstance(meta["write_duration_s"], rs.MetadataValue.Float) and meta["write_duration_s"].raw_value() >= 0
     assert repo.load_node("pk") == {"a": 1}
     assert repo.load_node("after") == 1
 
@@ -320,7 +320,8 @@ def test_pickle_handler_keeps_user_metadata(tmp_path: Path) -> None:
 
     result = make_repo([annotated]).materialize()
     meta = result.step_results["annotated"].outputs[0].metadata
-    assert meta["rows"] == 3 and meta["who"] == "output" and meta["path"] == "annotated.pkl"
+    raw = {k: meta[k].raw_value() for k in ("rows", "who", "path")}
+    assert raw == {"rows": 3, "who": "output", "path": "annotated.pkl"}
 
 
 def test_external_asset_written_by_plain_pickle_loads(tmp_path: Path) -> None:
@@ -375,7 +376,7 @@ def test_materialization_calls_no_handler() -> None:
     result = repo.materialize()
     assert writes == []
     (out,) = result.step_results["persisted"].outputs
-    assert out.metadata == {"a": 1, "rows": 9} and out.data_version == "dv"
+    assert out.metadata == {"a": rs.MetadataValue.int(1), "rows": rs.MetadataValue.int(9)} and out.data_version == "dv"
     assert repo.load_node("reader") == "loaded by handler"
 
 
@@ -398,7 +399,7 @@ def test_output_context_fields() -> None:
     assert ctx.asset_name == "outctx"
     assert ctx.asset_metadata == {"declared": "1"}
     assert ctx.type_hint == list[int]
-    assert ctx.output_metadata == {}
+    assert ctx.output_metadata is None  # None while empty, as in rivers
 
 
 def test_self_dependency_through_pickle_handler(tmp_path: Path) -> None:
