@@ -8,7 +8,7 @@ from rivers.definitions.executors import Executor
 from rivers.definitions.graph import EXECUTOR_METADATA, NODE_EXECUTOR_METADATA, CollectNode, GraphAsset
 from rivers.definitions.policies import RetryPolicy
 from rivers.exceptions import GraphValidationError
-from rivers.resolve import ResolvedGraph, ResolvedNode
+from rivers.resolve import ResolvedGraph, ResolvedNode, unloadable_inputs
 
 
 @dataclass(slots=True)
@@ -154,22 +154,11 @@ def topological_order(graph: ResolvedGraph, names: set[str]) -> list[str]:
 
 def check_loadable(graph: ResolvedGraph, node: ResolvedNode, needs: frozenset[str]) -> None:
     """Inputs produced outside the plan are loaded through an explicit IO handler, or the plan is refused."""
-    for param in node.params:
-        if param.kind != "input" or param.source in needs:
-            continue
-        assert param.source is not None
-        upstream = graph.node_of(param.source)
-        slot = upstream.outputs[param.source]
-        if not slot.explicit_handler and not _has_input_override(node, param.source):
-            raise GraphValidationError(
-                f"'{node.name}' needs '{param.source}', which is not part of this run and has no io_handler "
-                f"to load it from; include it in the run or give '{param.source}' an io_handler"
-            )
-
-
-def _has_input_override(node: ResolvedNode, source: str) -> bool:
-    deps = getattr(node.definition, "deps", [])
-    return any(d.role == "input" and d.name == source and d.io_handler is not None for d in deps)
+    for source in unloadable_inputs(graph, node, needs):
+        raise GraphValidationError(
+            f"Job '<materialize>': node '{node.name}' depends on '{source}' which is not in the job and has no "
+            f"io_handler; include '{source}' in the run or give it an io_handler"
+        )
 
 
 def touches_process_local(node: ResolvedNode, outputs: list[str]) -> bool:

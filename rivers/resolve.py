@@ -11,7 +11,7 @@ import inspect
 import types
 import typing
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +20,17 @@ from pydantic import BaseModel
 from rivers.definitions.assets import AssetDef, ExternalAsset, MultiAsset, SelfDependency
 from rivers.definitions.contexts import CONTEXT_TYPES, AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.executors import EXECUTOR_KEYS
-from rivers.definitions.graph import CollectNode, GraphAsset, GraphTaskNode
+from rivers.definitions.graph import CollectNode, GraphAsset, GraphTaskNode, GraphValueNode
 from rivers.definitions.nodes import NodeDefinition
 from rivers.definitions.policies import RetryPolicy
 from rivers.definitions.tasks import Task
-from rivers.exceptions import ConfigurationError, ExecutionError, GraphValidationError
+from rivers.exceptions import (
+    AssetDefinitionError,
+    ConfigurationError,
+    ExecutionError,
+    GraphValidationError,
+    NodeNotFoundError,
+)
 from rivers.io.base import BaseIOHandler
 
 EXECUTOR_METADATA = "rivers/executor"
@@ -208,41 +214,45 @@ class Resolver:
         return producer
 
     def handler_for(self, spec: BaseIOHandler | str | type | None, owner: str) -> BaseIOHandler | None:
-        """Resolve an `io_handler=` value (instance, class, or resource key) for `owner`."""
+        """Resolve an `io_handler=` value (instance, class, or resource key) of `owner` ("Asset 'a'")."""
         if spec is None:
             return None
         if isinstance(spec, str):
             if spec not in self.resources:
-                raise ConfigurationError(f"io_handler '{spec}' of '{owner}' is not a resource key of the repository")
+                raise AssetDefinitionError(
+                    f"{owner}: io_handler references resource '{spec}' which is not in resources"
+                )
             value = self.resources[spec]
             if not isinstance(value, BaseIOHandler):
-                raise ConfigurationError(
-                    f"Resource '{spec}' used as io_handler of '{owner}' is not a BaseIOHandler, "
-                    f"got {type(value).__name__}"
+                raise AssetDefinitionError(
+                    f"{owner}: io_handler references resource '{spec}' which does not implement the IOHandler "
+                    f"protocol (handle_output + load_input): {type(value).__name__} is not a BaseIOHandler"
                 )
             return value
         if isinstance(spec, type) and issubclass(spec, BaseIOHandler):
             return spec()
         if not isinstance(spec, BaseIOHandler):
             raise ConfigurationError(
-                f"io_handler of '{owner}' must be a BaseIOHandler subclass instance, got {type(spec).__name__}"
+                f"io_handler of {owner} must be a BaseIOHandler subclass instance, got {type(spec).__name__}"
             )
         return spec
 
     def _outputs(self, definition: NodeDefinition) -> dict[str, OutputSlot]:
-        node_handler = self.handler_for(definition.io_handler, definition.name)
+        node_handler = self.handler_for(definition.io_handler, _label(definition, definition.name))
         outputs: dict[str, OutputSlot] = {}
         output_defs = definition.output_defs if isinstance(definition, MultiAsset) else [
             AssetDef(definition.name, None, definition.metadata)
         ]
-        if isinstance(definition, GraphTaskNode) and definition.is_final:
+        if isinstance(definition, (GraphTaskNode, GraphValueNode, CollectNode)) and definition.is_final:
             graph = definition.graph
             assert graph is not None
-            output_defs = [*output_defs, AssetDef(graph.name, graph.io_handler or None, graph.metadata)]
+            graph_value = AssetDef(graph.name, graph.io_handler or None, graph.metadata)
+            # a body that returns an upstream asset has a node of the graph's name that writes only that
+            output_defs = [graph_value] if definition.name == graph.name else [*output_defs, graph_value]
         for out in output_defs:
             # a multi-asset's io_handler writes every output without its own; a graph's final task
             # writes only its own value with it (the graph's value has the graph's handler)
-            handler = self.handler_for(out.io_handler, out.name) or (
+            handler = self.handler_for(out.io_handler, _label(definition, out.name)) or (
                 node_handler if out.name == definition.name or isinstance(definition, MultiAsset) else None
             )
             metadata = {**definition.metadata, **out.metadata}
@@ -271,6 +281,10 @@ class Resolver:
             if dep.name not in producer:
                 raise GraphValidationError(f"unresolved input '{dep.name}' of '{name}': no such asset")
             node.needs.add(dep.name)
+        for after in getattr(definition, "after", []):  # ordering-only: extra arguments, a graph's deps
+            if after not in producer:
+                raise GraphValidationError(f"unresolved input '{after}' of '{name}': no such asset")
+            node.needs.add(after)
         if isinstance(definition, CollectNode):
             node.params.append(Param("values", "collect", definition.mapped))
             node.needs.add(definition.mapped)
@@ -304,9 +318,10 @@ class Resolver:
                 node.params.append(Param(pname, "const", type_hint=hint, value=wire.value))
                 continue
             if wire is not None:
-                if wire.source not in producer:
+                if wire.source not in producer:  # named as rivers names it: the upstream the body uses
                     raise GraphValidationError(
-                        f"unresolved input '{pname}' of '{name}': no asset named '{wire.source}'"
+                        f"unresolved input '{wire.source}' of '{name}' (its parameter '{pname}'): no asset "
+                        f"named '{wire.source}'"
                     )
                 node.needs.add(wire.source)
                 node.params.append(Param(pname, "input", wire.source, hint))
@@ -326,7 +341,8 @@ class Resolver:
         if pname in producer:
             node.needs.add(pname)
             override = overrides.get(pname)
-            handler = self.handler_for(override.io_handler, f"{node.name}.{pname}") if override else None
+            owner = f"{_label(node.definition, node.name)} (input '{pname}')"
+            handler = self.handler_for(override.io_handler, owner) if override else None
             metadata = dict(override.metadata) if override and override.metadata else {}
             return Param(pname, "input", pname, hint, handler, metadata)
         if pname in self.resources:
@@ -349,29 +365,144 @@ def resolve_retry(
     return named[retry]
 
 
+SELF_DEPENDENCY_HINT = "depends on itself; use SelfDependency[T] to reference an asset's own previous output"
+
+
+def _label(definition: NodeDefinition, name: str) -> str:
+    """How messages name a definition: `Task 't'` or `Asset 'a'` (an output of a multi-asset, a graph)."""
+    is_task = isinstance(definition, Task) or (isinstance(definition, GraphTaskNode) and name == definition.name)
+    return f"{'Task' if is_task else 'Asset'} '{name}'"
+
+
+def asset_name_of(graph: ResolvedGraph, output: str) -> str:
+    """The name users see for an output: a graph's internal outputs are the graph's."""
+    owner = getattr(graph.node_of(output).definition, "graph", None)
+    return owner.name if isinstance(owner, GraphAsset) else output
+
+
+def asset_upstreams(graph: ResolvedGraph) -> dict[str, list[str]]:
+    """Upstream assets of every asset, in the order its parameters name them (graphs collapsed to one)."""
+    upstream: dict[str, list[str]] = {}
+    for node in graph.nodes.values():
+        ordered = [p.source for p in node.params if p.kind in ("input", "item", "collect") and p.source]
+        ordered += sorted(node.needs - set(ordered))
+        for out in node.outputs:
+            asset = asset_name_of(graph, out)
+            edges = upstream.setdefault(asset, [])
+            for need in ordered:
+                up = asset_name_of(graph, need)
+                if up == asset and need != asset:  # between two tasks of one graph: not an edge of the graph
+                    continue
+                if up not in edges:
+                    edges.append(up)
+    return upstream
+
+
 def check_acyclic(graph: ResolvedGraph) -> None:
-    """Raise GraphValidationError naming the first cycle found."""
-    down = graph.downstream_nodes()
-    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    for root in graph.nodes:
-        if state.get(root):
+    """Raise GraphValidationError for an asset that depends on itself, or naming every cycle, as rivers does."""
+    upstream = asset_upstreams(graph)
+    for asset, edges in upstream.items():
+        if asset in edges:
+            raise GraphValidationError(f"Asset '{asset}': {SELF_DEPENDENCY_HINT}")
+    cycles = [" -> ".join([*scc, scc[0]]) for scc in strong_components(upstream) if len(scc) > 1]
+    if len(cycles) == 1:
+        raise GraphValidationError(f"Cycle detected in asset graph: {cycles[0]}")
+    if cycles:
+        listed = "\n".join(f"  {number}. {cycle}" for number, cycle in enumerate(cycles, 1))
+        raise GraphValidationError(f"{len(cycles)} cycles detected in asset graph:\n{listed}")
+
+
+def strong_components(edges: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's components (Pearce's variant), roots in name order, each edge list walked last to first.
+
+    A component lists its other members in the order they finished, then its root: the order rivers
+    0.6 prints a cycle in.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    assigned: set[str] = set()
+    finished: list[str] = []  # finished nodes not yet in a component
+    components: list[list[str]] = []
+    for root in sorted(edges):
+        if root in index:
             continue
-        path: list[str] = []
-        stack: list[tuple[str, Iterable[str]]] = [(root, iter(sorted(down[root])))]
-        state[root] = 1
-        path.append(root)
-        while stack:
-            current, children = stack[-1]
-            child = next(children, None)  # type: ignore[call-overload]
-            if child is None:
-                stack.pop()
-                path.pop()
-                state[current] = 2
+        index[root] = low[root] = len(index)
+        work: list[tuple[str, Iterator[str]]] = [(root, reversed(edges[root]))]
+        while work:
+            current, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    work.append((child, reversed(edges.get(child, []))))
+                elif child not in assigned:
+                    low[current] = min(low[current], index[child])
                 continue
-            if state.get(child) == 1:
-                cycle = [*path[path.index(child):], child]
-                raise GraphValidationError(f"Cycle detected: {' -> '.join(cycle)}")
-            if not state.get(child):
-                state[child] = 1
-                path.append(child)
-                stack.append((child, iter(sorted(down[child]))))
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[current])
+            if low[current] != index[current]:
+                finished.append(current)
+                continue
+            start = len(finished)
+            while start > 0 and index[finished[start - 1]] > index[current]:
+                start -= 1
+            component = [*finished[start:], current]
+            del finished[start:]
+            assigned.update(component)
+            components.append(component)
+    return components
+
+
+def job_outputs(graph: ResolvedGraph, job: Any) -> set[str]:
+    """The outputs a job runs: each listed definition's (a graph's internal ones too)."""
+    outputs: set[str] = set()
+    for name in job.node_names:
+        if name in graph.graphs:
+            outputs.update(out for member in graph.members(name) for out in graph.nodes[member].outputs)
+        elif name in graph.nodes:
+            outputs.update(graph.nodes[name].outputs)
+        elif name in graph.producer:
+            outputs.add(name)
+        else:
+            raise NodeNotFoundError(f"Job '{job.name}': node '{name}' not found in repository")
+    return outputs
+
+
+def check_job(graph: ResolvedGraph, job: Any) -> None:
+    """A job's upstreams are in it, or (`allow_incomplete_deps`) loadable through an explicit IO handler."""
+    outputs = job_outputs(graph, job)
+    for node in graph.nodes.values():
+        if not set(node.outputs) & outputs:
+            continue
+        missing = [need for need in sorted(node.needs) if need not in outputs and graph.node_of(need).runnable]
+        if missing and not job.allow_incomplete_deps:
+            asset = asset_name_of(graph, next(out for out in node.outputs if out in outputs))
+            raise GraphValidationError(
+                f"Job '{job.name}': node '{asset}' depends on '{asset_name_of(graph, missing[0])}' which is not "
+                f"in the job. Add it to the job or set allow_incomplete_deps=True"
+            )
+        for source in unloadable_inputs(graph, node, frozenset(outputs)):
+            raise GraphValidationError(
+                f"Job '{job.name}': node '{node.name}' depends on '{source}' which is not in the job and has no "
+                f"io_handler"
+            )
+
+
+def unloadable_inputs(graph: ResolvedGraph, node: ResolvedNode, available: frozenset[str]) -> list[str]:
+    """Inputs of `node` produced outside `available` that no explicit IO handler can load."""
+    found: list[str] = []
+    for param in node.params:
+        if param.kind != "input" or param.source in available:
+            continue
+        assert param.source is not None
+        slot = graph.node_of(param.source).outputs[param.source]
+        if not slot.explicit_handler and not _has_input_override(node, param.source):
+            found.append(param.source)
+    return found
+
+
+def _has_input_override(node: ResolvedNode, source: str) -> bool:
+    deps = getattr(node.definition, "deps", [])
+    return any(d.role == "input" and d.name == source and d.io_handler is not None for d in deps)

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from rivers.definitions.nodes import RESERVED_KWARGS, NodeDefinition, check_tags, reject_reserved
 from rivers.definitions.policies import Compute, Hook, RetryPolicy
+from rivers.definitions.resources import check_io_handler_argument
 from rivers.exceptions import AssetDefinitionError
 from rivers.io.base import BaseIOHandler
 
@@ -21,6 +22,7 @@ class DepDef:
         self, name: str, *, is_input: bool, io_handler: BaseIOHandler | str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> None:
+        check_io_handler_argument(io_handler)  # issue 10: refused when defined, as rivers 0.6
         self.name = name
         self.is_input = is_input
         self.io_handler = io_handler
@@ -71,6 +73,7 @@ class AssetDef:
         **reserved: Any,
     ) -> None:
         reject_reserved("AssetDef", reserved)
+        check_io_handler_argument(io_handler)  # issue 10: refused when defined, as rivers 0.6
         self.name = name
         self.io_handler = io_handler
         self.metadata = dict(metadata or {})
@@ -135,8 +138,14 @@ class Asset(NodeDefinition):
         return super().__new__(SingleAsset)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from rivers.definitions.graph import recording_graph  # issue 10: in a graph body, a dependency
+
+        recorder = recording_graph()
+        if recorder is not None:
+            return recorder.record_asset_call(self, args, kwargs)
         raise AssetDefinitionError(
-            f"Asset '{self.name}' cannot be called directly; materialize it, or call `_asset_fn` for the plain function"
+            f"asset '{self.name}' already wraps a function; call it only inside an Asset.from_graph body "
+            f"(materialize it, or call `_asset_fn` for the plain function)"
         )
 
     @staticmethod
@@ -194,6 +203,7 @@ class Asset(NodeDefinition):
         retry: RetryPolicy | str | None,
         compute: Compute | None,
     ) -> None:
+        check_io_handler_argument(io_handler)  # issue 10: refused when defined, as rivers 0.6
         self._init_node(fn, name, tags, io_handler, metadata, retry, hooks)
         self.kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
         self.group = group
@@ -322,6 +332,18 @@ class ExternalAsset(Asset):
             self.__wrapped__ = observe_fn
 
     @property
+    def name(self) -> str:
+        if not self._name:
+            raise AssetDefinitionError(
+                "Asset has no name: an `Asset.external(...)` decorator needs a function (or name=) to become an asset"
+            )
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    @property
     def observe_fn(self) -> Callable[..., Any] | None:
         """The function `repo.observe()` calls (None when the asset has none)."""
         return self._observe_fn
@@ -330,6 +352,9 @@ class ExternalAsset(Asset):
     def is_async(self) -> bool:
         fn = self._observe_fn
         return fn is not None and inspect.iscoroutinefunction(fn)
+
+    def __repr__(self) -> str:
+        return f"ExternalAsset(name={self._name!r})" if self._name else "ExternalAsset(<no function yet>)"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """`external(fn)`: a new external asset with the same settings and `fn` as its observe function."""

@@ -3,8 +3,11 @@
 The body runs once, when decorated, with placeholders: each `Task` call records an internal node
 `<graph>/<task>` and returns a `NodeOutput` placeholder that later calls take as arguments. The
 recorded nodes are ordinary node definitions for the resolver (with explicit wiring of their
-parameters), so each becomes a step of the plan like any other. The node the body returns also
-writes the graph asset's own output.
+parameters), so each becomes a step of the plan like any other. The node the body returns (or,
+when it returns nothing, the last task it called) also writes the graph asset's own output.
+
+Calling an upstream *asset* in the body declares a dependency on it, like an annotated parameter;
+extra positional arguments that are other tasks' outputs become ordering-only dependencies.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rivers.definitions.assets import Asset
+from rivers.definitions.assets import Asset, DepDef, check_deps
 from rivers.definitions.nodes import NodeDefinition, reject_reserved
 from rivers.definitions.policies import Compute, Hook, RetryPolicy
+from rivers.definitions.resources import check_io_handler_argument
 from rivers.exceptions import AssetDefinitionError
 from rivers.io.base import BaseIOHandler
 
@@ -101,6 +105,7 @@ class GraphTaskNode(NodeDefinition):
         self.task = task
         self.graph_name = graph_name
         self.wiring = wiring
+        self.after: list[str] = []  # ordering-only upstream outputs (extra arguments, the graph's deps)
         self.graph: GraphAsset | None = None  # set when the body has been recorded
         self.is_final = False
         self.fan_out_source: str | None = None  # a mapped task: the output whose items it runs over
@@ -125,6 +130,7 @@ class GraphRecorder:
     def __init__(self, graph_name: str) -> None:
         self.graph_name = graph_name
         self.nodes: dict[str, GraphTaskNode] = {}
+        self.called_assets: dict[str, None] = {}  # upstream assets called in the body, in call order
 
     def _unique(self, base: str) -> str:
         name, count = base, 2
@@ -134,8 +140,26 @@ class GraphRecorder:
 
     def record(self, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> NodeOutput:
         name = self._unique(f"{self.graph_name}/{task.name}")
-        self.nodes[name] = GraphTaskNode(self.graph_name, task, name, self._wiring(task, name, args, kwargs))
+        wiring, after = self._wiring(task, name, args, kwargs)
+        node = GraphTaskNode(self.graph_name, task, name, wiring)
+        node.after = after
+        self.nodes[name] = node
         return NodeOutput(self, name)
+
+    def record_asset_call(self, asset: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> UpstreamInput:
+        """`numbers()` in a body: the value of the upstream asset `numbers`, like a parameter of that name."""
+        if args or kwargs:
+            raise TypeError(
+                f"Asset '{asset.name}' called in the body of graph '{self.graph_name}' takes no arguments: "
+                f"its inputs come from its own parameters"
+            )
+        if asset.name == self.graph_name:
+            raise AssetDefinitionError(
+                f"Asset '{self.graph_name}': depends on itself; use SelfDependency[T] to reference an asset's "
+                f"own previous output"
+            )
+        self.called_assets.setdefault(asset.name, None)
+        return UpstreamInput(self, asset.name)
 
     def record_map(self, source: str, task: Any, max_concurrency: int | None) -> MappedOutput:
         from rivers.definitions.tasks import Task
@@ -162,18 +186,32 @@ class GraphRecorder:
         self.nodes[name] = node  # type: ignore[assignment]
         return NodeOutput(self, name)
 
-    def _wiring(self, task: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Wire]:
+    def _wiring(
+        self, task: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Wire], list[str]]:
+        """Parameter wiring, and the ordering-only upstreams: extra arguments that are outputs."""
         params = _wirable_params(task.fn)
-        if len(args) > len(params):
-            raise TypeError(f"'{name}' takes {len(params)} positional arguments but {len(args)} were given")
         bound = {p.name: value for p, value in zip(params, args, strict=False)}
+        extras = list(args[len(params):])
         for key, value in kwargs.items():
             if key not in {p.name for p in params}:
-                raise TypeError(f"'{name}' got an unexpected keyword argument '{key}'")
+                if not _is_output(value):
+                    raise TypeError(f"'{name}' got an unexpected keyword argument '{key}'")
+                extras.append(value)
+                continue
             if key in bound:
                 raise TypeError(f"'{name}' got multiple values for argument '{key}'")
             bound[key] = value
-        return {param: self._wire(name, param, value) for param, value in bound.items()}
+        after: list[str] = []
+        for value in extras:
+            if not _is_output(value):
+                raise TypeError(
+                    f"'{name}' takes {len(params)} positional arguments but {len(args)} were given; extra "
+                    f"arguments must be other tasks' outputs (ordering-only dependencies), got {type(value).__name__}"
+                )
+            self._wire(name, "*args", value)  # an uncollected mapped output is refused here too
+            after.append(value.node_name)
+        return {param: self._wire(name, param, value) for param, value in bound.items()}, after
 
     def _wire(self, name: str, param: str, value: Any) -> Wire:
         if isinstance(value, NodeOutput):
@@ -185,8 +223,40 @@ class GraphRecorder:
         return Wire("const", value=value)
 
 
+def _is_output(value: Any) -> bool:
+    return isinstance(value, (NodeOutput, UpstreamInput, MappedOutput))
+
+
 def _collect(values: list[Any]) -> list[Any]:
     return list(values)
+
+
+def _graph_value(value: Any) -> Any:
+    return value
+
+
+class GraphValueNode(NodeDefinition):
+    """A body that returns an upstream asset: a step named after the graph that writes that value as its own.
+
+    It waits for every other task of the body, so the graph's value appears when the whole graph is done.
+    """
+
+    kind = "graph_task"
+
+    def __init__(self, graph: GraphAsset, source: str, after: list[str]) -> None:
+        self._init_node(_graph_value, graph.name, graph.tags, None, None, graph.retry, None)
+        self.graph_asset = graph
+        self.graph: GraphAsset | None = graph
+        self.wiring = {"value": Wire("output", source)}
+        self.after = after
+        self.is_final = True
+        self.fan_out_source: str | None = None
+
+    executor_key = GraphTaskNode.executor_key
+
+    @property
+    def output_names(self) -> list[str]:
+        return [self.name]
 
 
 class CollectNode(NodeDefinition):
@@ -226,7 +296,7 @@ def _is_context_param(fn: Callable[..., Any], param: inspect.Parameter) -> bool:
 
 
 class GraphAsset(Asset):
-    """A graph of tasks whose returned task's value is this asset's value."""
+    """A graph of tasks whose returned task's value (or its last task's) is this asset's value."""
 
     kind = "graph"
 
@@ -243,17 +313,23 @@ class GraphAsset(Asset):
         io_handler: BaseIOHandler | str | None = None,
         node_io_handler: BaseIOHandler | str | None = None,
         metadata: dict[str, str] | None = None,
+        deps: list[DepDef] | None = None,
         hooks: list[Hook] | None = None,
         retry: RetryPolicy | str | None = None,
         compute: Compute | None = None,
         **reserved: Any,
     ) -> None:
         reject_reserved("Asset.from_graph", reserved)
+        check_io_handler_argument(io_handler)
+        check_io_handler_argument(node_io_handler)
+        graph_deps = _graph_deps(deps)
         self._init_asset(
             fn, name=name, tags=tags, kinds=kinds, group=group, code_version=code_version, io_handler=io_handler,
             metadata=metadata, deps=None, hooks=hooks, retry=retry, compute=compute,
         )
+        self.deps = graph_deps
         self.node_io_handler = node_io_handler
+        self.called_assets: list[str] = []
         self.nodes = self._record(fn)
 
     def _record(self, fn: Callable[..., Any]) -> list[GraphTaskNode]:
@@ -264,21 +340,56 @@ class GraphAsset(Asset):
             returned = fn(**placeholders)
         finally:
             _RECORDER.reset(token)
-        if not isinstance(returned, NodeOutput):
-            raise AssetDefinitionError(
-                f"Graph asset '{self.name}' must return the output of a Task call, got {type(returned).__name__}"
-            )
-        nodes = list(recorder.nodes.values())
+        self.called_assets = list(recorder.called_assets)
+        nodes: list[Any] = list(recorder.nodes.values())
+        final = self._final_node(recorder, returned)
+        if final is not None:
+            final.is_final = True
+        else:  # the body returned an upstream asset: a node of its own writes it
+            assert isinstance(returned, UpstreamInput)
+            waits = [n.name for n in nodes if getattr(n, "fan_out_source", None) is None]
+            nodes.append(GraphValueNode(self, returned.name, waits))
+        ordering = [dep.name for dep in self.deps]
         for node in nodes:
             node.graph = self
             if isinstance(node, CollectNode):
                 node.io_handler = node.mapped_node.io_handler or self.node_io_handler
-            elif node.io_handler is None:
+            elif node.io_handler is None and not isinstance(node, GraphValueNode):
                 node.io_handler = self.node_io_handler
             if node.retry is None:
                 node.retry = self.retry
-        recorder.nodes[returned.node_name].is_final = True
+            if ordering and not isinstance(node, CollectNode):
+                node.after = [*node.after, *ordering]
         return nodes
+
+    def _final_node(self, recorder: GraphRecorder, returned: Any) -> GraphTaskNode | None:
+        """The node whose value is the graph's: the returned task, or the last task called."""
+        if isinstance(returned, NodeOutput):
+            return recorder.nodes[returned.node_name]
+        if isinstance(returned, UpstreamInput):
+            return None
+        if isinstance(returned, MappedOutput):
+            raise TypeError(
+                f"Graph asset '{self.name}' returns the mapped output '{returned.node_name}'; it must be collected "
+                f"with .collect() first"
+            )
+        if returned is not None and returned is not Ellipsis:
+            raise AssetDefinitionError(
+                f"Graph asset '{self.name}' must return the output of a Task call, an upstream asset, nothing "
+                f"or ..., got {type(returned).__name__}"
+            )
+        if not recorder.nodes:
+            raise AssetDefinitionError(
+                f"Graph asset '{self.name}' calls no task: its body must call at least one Task, or return an "
+                f"upstream asset"
+            )
+        last = list(recorder.nodes.values())[-1]
+        if getattr(last, "fan_out_source", None) is not None:
+            raise TypeError(
+                f"The last task of graph asset '{self.name}' is the mapped '{last.name}'; it must be collected "
+                f"with .collect() to become the graph's value"
+            )
+        return last
 
     @property
     def graph(self) -> GraphAsset:
@@ -287,8 +398,15 @@ class GraphAsset(Asset):
 
     @property
     def upstream_names(self) -> list[str]:
-        return [p for p in inspect.signature(self.fn).parameters] if self.fn else []  # type: ignore[arg-type]
+        """Annotated parameters of the body and the upstream assets it calls."""
+        params = list(inspect.signature(self.fn).parameters) if self.fn else []  # type: ignore[arg-type]
+        return [*params, *(name for name in self.called_assets if name not in params)]
 
     @property
     def output_names(self) -> list[str]:
         return [self.name]
+
+
+def _graph_deps(deps: Any) -> list[DepDef]:
+    """`Asset.from_graph(deps=[AssetDef.dep(...), ...])`: edges of every internal task (None: none)."""
+    return [] if deps is None else check_deps(deps)

@@ -26,9 +26,11 @@ class Job:
         retry: RetryPolicy | str | None = None,
     ) -> None:
         for item in assets:
-            if not isinstance(item, (NodeDefinition, str)):
+            if not isinstance(item, NodeDefinition):  # names too, as rivers 0.6: pass the definitions
+                hint = f" {item!r}; pass the definition object, not its name" if isinstance(item, str) else ""
                 raise GraphValidationError(
-                    f"Job assets must be Asset, Task, or BashTask; job '{name}' got {type(item).__name__}"
+                    f"Job assets must be Asset, Task, or BashTask instances; job '{name}' got "
+                    f"{type(item).__name__}{hint}"
                 )
         if executor is not None and not isinstance(executor, Executor):
             raise GraphValidationError(f"executor of job '{name}' must be an Executor, got {type(executor).__name__}")
@@ -41,7 +43,7 @@ class Job:
 
     @property
     def node_names(self) -> list[str]:
-        return [item if isinstance(item, str) else item.name for item in self.assets]
+        return [item.name for item in self.assets]
 
     def bound_to(self, repository: CodeRepository) -> Job:
         job = Job(self.name, self.assets, self.executor, self.allow_incomplete_deps, self.retry)

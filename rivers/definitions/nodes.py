@@ -55,8 +55,8 @@ class NodeDefinition:
         if fn is not None and not callable(fn):
             raise TypeError(f"{type(self).__name__} needs a function, got {type(fn).__name__}")
         self.fn = fn
-        self.name = name or (fn.__name__ if fn is not None else "")
-        self.tags = check_tags(self.name, tags)
+        self.name = node_name = name or (fn.__name__ if fn is not None else "")
+        self.tags = check_tags(node_name, tags)
         self.io_handler = io_handler
         self.metadata = dict(metadata or {})
         self.retry = retry

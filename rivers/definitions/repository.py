@@ -23,7 +23,7 @@ from rivers.exceptions import (
 )
 from rivers.io.base import BaseIOHandler, InputContext
 from rivers.io.memory import InMemoryIOHandler
-from rivers.resolve import ResolvedGraph, Resolver, resolve_retry
+from rivers.resolve import ResolvedGraph, Resolver, check_job, job_outputs, resolve_retry
 from rivers.results import RunResult
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class CodeRepository:
         self._lock = threading.RLock()
 
     # -- resolution -------------------------------------------------------------------------
-    def _resolve(self) -> ResolvedGraph:
+    def _resolve(self, setup: bool = True) -> ResolvedGraph:
         with self._lock:
             if self._graph is None:
                 for item in self._definitions:  # lazily, like everything but resources (API.md §3)
@@ -76,8 +76,9 @@ class CodeRepository:
                 graph = resolver.resolve()
                 self._default_retry_policy = resolve_retry(self._default_retry, self._retries, "default_retry_policy")
                 self._validate_jobs(graph)
-                self._setup_resources()
                 self._graph = graph
+            if setup:  # validate() never sets resources up, as rivers 0.6 (issue 10)
+                self._setup_resources()
             return self._graph
 
     def _validate_jobs(self, graph: ResolvedGraph) -> None:
@@ -87,30 +88,10 @@ class CodeRepository:
                 raise GraphValidationError(f"Duplicate job name: '{job.name}'")
             seen.add(job.name)
             resolve_retry(job.retry, self._retries, f"job '{job.name}'")
-            outputs = self._job_outputs(graph, job)
-            for out in outputs:
-                node = graph.node_of(out)
-                for need in node.needs:
-                    if need in outputs or not graph.node_of(need).runnable:
-                        continue
-                    if not job.allow_incomplete_deps:
-                        raise GraphValidationError(
-                            f"Job '{job.name}' includes '{node.name}' but not its upstream '{need}'; add '{need}' "
-                            f"to the job or pass allow_incomplete_deps=True to load it from its io_handler"
-                        )
+            check_job(graph, job)  # rivers 0.6's job messages (issue 10)
 
     def _job_outputs(self, graph: ResolvedGraph, job: Job) -> set[str]:
-        outputs: set[str] = set()
-        for name in job.node_names:
-            if name in graph.graphs:
-                outputs.update(out for member in graph.members(name) for out in graph.nodes[member].outputs)
-            elif name in graph.nodes:
-                outputs.update(graph.nodes[name].outputs)
-            elif name in graph.producer:
-                outputs.add(name)
-            else:
-                raise NodeNotFoundError(f"Job '{job.name}': node '{name}' not found in the repository")
-        return outputs
+        return job_outputs(graph, job)
 
     def _setup_resources(self) -> None:
         for key, value in self._resources.items():
@@ -125,8 +106,8 @@ class CodeRepository:
             self._set_up.append(value)
 
     def validate(self) -> None:
-        """Resolve the repository now; raises the first problem found."""
-        self._resolve()
+        """Resolve the repository now; raises the first problem found. Sets no resource up."""
+        self._resolve(setup=False)
 
     def resolve(self, storage: Any = None) -> None:
         """Validate and resolve now, as rivers 0.6 does before a run (which needs no storage here)."""

@@ -7,7 +7,10 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rivers.exceptions import ConfigurationError
+from rivers.exceptions import AssetDefinitionError, ConfigurationError
+from rivers.io.base import BaseIOHandler
+
+IO_HANDLER_ARGUMENT = "io_handler must be a BaseIOHandler subclass instance or a string resource reference"
 
 
 class Resource(BaseSettings):
@@ -44,3 +47,15 @@ def teardown_resource(value: BaseModel) -> None:
     teardown = getattr(value, "teardown", None)
     if callable(teardown):
         teardown()
+
+
+def check_io_handler_argument(value: Any) -> None:
+    """An `io_handler=` argument is a handler instance, a resource key or None (checked at definition)."""
+    if value is not None and not isinstance(value, (BaseIOHandler, str)):
+        raise AssetDefinitionError(f"{IO_HANDLER_ARGUMENT}, got {_describe(value)}")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, type):
+        return f"the class {value.__name__} (pass an instance: {value.__name__}(...))"
+    return type(value).__name__

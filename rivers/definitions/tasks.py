@@ -8,6 +8,8 @@ from typing import Any
 
 from rivers.definitions.nodes import NodeDefinition, reject_reserved
 from rivers.definitions.policies import Hook, RetryPolicy
+from rivers.definitions.resources import check_io_handler_argument
+from rivers.exceptions import TaskDefinitionError
 from rivers.io.base import BaseIOHandler
 
 
@@ -34,6 +36,7 @@ class Task(NodeDefinition):
         **reserved: Any,
     ) -> None:
         reject_reserved("Task", {k: v for k, v in reserved.items() if k != "partition_mapping"})
+        check_io_handler_argument(io_handler)
         self._init_node(fn, name, tags, io_handler, None, retry, hooks)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -47,14 +50,44 @@ class Task(NodeDefinition):
 
 
 def _run_command(command: str | list[str], env: dict[str, str] | None, cwd: str | None) -> str:
-    completed = subprocess.run(
-        command, shell=isinstance(command, str), env=env, cwd=cwd, capture_output=True, text=True, check=False
-    )
+    try:
+        completed = subprocess.run(
+            command, shell=isinstance(command, str), env=env, cwd=cwd, capture_output=True, text=True, check=False
+        )
+    except OSError as exc:  # the program (or cwd) does not exist: an OSError, as rivers reports it
+        raise OSError(f"{exc.strerror} (os error {exc.errno}): {command!r}") from exc
     if completed.returncode != 0:
-        stderr = completed.stderr.strip()
-        detail = f": {stderr}" if stderr else ""
-        raise OSError(f"Command failed with exit status {completed.returncode}{detail}")
+        raise OSError(f"Command failed with exit status: {completed.returncode}: {completed.stderr.strip()}")
     return completed.stdout[:-1] if completed.stdout.endswith("\n") else completed.stdout
+
+
+def _not_str(value: Any, expected: str = "str") -> TypeError:
+    return TypeError(f"'{type(value).__name__}' object is not an instance of '{expected}'")
+
+
+def check_command(name: str, command: Any) -> str | list[str]:
+    """A BashTask command: a string for `sh -c`, or a non-empty list of strings to exec."""
+    if isinstance(command, str):
+        return command
+    if not isinstance(command, (list, tuple)) or not all(isinstance(part, str) for part in command):
+        raise TypeError(f"command must be a str or list[str] (BashTask '{name}' got {command!r})")
+    if not command:
+        raise TaskDefinitionError(f"command list must not be empty (BashTask '{name}')")
+    return list(command)
+
+
+def check_env_cwd(env: Any, cwd: Any) -> None:
+    """`env` maps strings to strings; `cwd` is a string (checked when defined, as rivers does)."""
+    if env is not None:
+        if not isinstance(env, dict):
+            raise _not_str(env, "dict")
+        for key, value in env.items():
+            if not isinstance(key, str):
+                raise _not_str(key)
+            if not isinstance(value, str):
+                raise _not_str(value)
+    if cwd is not None and not isinstance(cwd, str):
+        raise _not_str(cwd)
 
 
 class BashTask(Task):
@@ -72,7 +105,11 @@ class BashTask(Task):
         io_handler: BaseIOHandler | str | None = None,
         retry: RetryPolicy | str | None = None,
     ) -> None:
-        self.command = command
+        if not isinstance(name, str):
+            raise _not_str(name)
+        self.command = check_command(name, command)
+        check_env_cwd(env, cwd)
+        check_io_handler_argument(io_handler)
         self.env = env
         self.cwd = cwd
         self._init_node(None, name, tags, io_handler, None, retry, None)

@@ -75,6 +75,16 @@ def test_external_keeps_a_given_name_and_the_plain_form_still_works() -> None:
     assert rs.Asset.external(obs, io_handler=handler).name == "obs"  # `wraps` positional
 
 
+def test_external_decorator_without_a_function_has_no_name() -> None:
+    decorator = rs.Asset.external(io_handler=Recorder())
+    with pytest.raises(rs.AssetDefinitionError, match="Asset has no name"):
+        decorator.name  # noqa: B018
+    assert repr(decorator) == "ExternalAsset(<no function yet>)"
+    with pytest.raises(rs.AssetDefinitionError, match="Asset has no name"):
+        make_repo([decorator]).validate()
+    assert repr(decorator(lambda: None)) == "ExternalAsset(name='<lambda>')"
+
+
 def test_external_async_observe_function() -> None:
     @rs.Asset.external(io_handler=Recorder())
     async def feed() -> rs.Observation:

@@ -97,11 +97,11 @@ def test_bash_task_strips_only_one_trailing_newline() -> None:
 def test_bash_task_nonzero_exit_is_an_os_error() -> None:
     task = rs.BashTask("fails", "echo oops >&2; exit 3")
     repo = make_repo([], tasks=[task])
-    with pytest.raises(OSError, match="Command failed with exit status 3"):
+    with pytest.raises(OSError, match="Command failed with exit status: 3: oops"):
         repo.materialize()
     result = repo.materialize(raise_on_error=False)
     name, message = result.failed_assets[0]
-    assert name == "fails" and message.startswith("OSError: Command failed with exit status 3")
+    assert name == "fails" and message == "OSError: Command failed with exit status: 3: oops"
 
 
 def test_bash_task_attributes() -> None:
@@ -136,14 +136,14 @@ def job_pipeline(calls: list[str]) -> list[Any]:
 def test_job_get_and_execute_runs_its_selection() -> None:
     calls: list[str] = []
     up, down, other = job_pipeline(calls)
-    repo = make_repo([up, down, other], jobs=[rs.Job("pair", [up, down]), rs.Job("by_name", ["j_other"])])
+    repo = make_repo([up, down, other], jobs=[rs.Job("pair", [up, down]), rs.Job("other", [other])])
     job = repo.get_job("pair")
     assert isinstance(job, rs.Job) and job.name == "pair"
     result = job.execute()
     assert isinstance(result, rs.RunResult) and result.success
     assert result.materialized_assets == ["j_up", "j_down"]
     assert calls == ["j_up", "j_down"]
-    assert repo.get_job("by_name").execute().materialized_assets == ["j_other"]
+    assert repo.get_job("other").execute().materialized_assets == ["j_other"]
 
 
 def test_job_execute_raise_on_error_false() -> None:
