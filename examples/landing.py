@@ -97,6 +97,6 @@ land_sample_file()
 repo = rs.CodeRepository(assets=[raw_orders, clean_orders, revenue_by_region])
 
 if __name__ == "__main__":
-    observed = repo.observe()
-    print("observed raw_orders:", observed.step_results["raw_orders"].outputs[0].metadata)
+    observed = repo.observe().step_results["raw_orders"].outputs[0]
+    print("observed raw_orders:", {key: value.raw_value() for key, value in observed.metadata.items()})
     print(repo.materialize().materialized_assets)

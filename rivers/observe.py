@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from rivers.definitions.assets import ExternalAsset, Observation
 from rivers.definitions.contexts import AssetExecutionContext
+from rivers.definitions.metadata import coerce_metadata
 from rivers.exceptions import ExecutionError
 from rivers.resolve import config_type_of, context_class, type_hints_of
 from rivers.results import OutputResult, RunResult, StepResult
@@ -97,10 +98,4 @@ def _observed(name: str, context: AssetExecutionContext[Any], returned: Any) -> 
     if isinstance(returned, Observation):
         metadata.update(returned.metadata or {})
         data_version = returned.data_version or data_version
-    return OutputResult(name=name, status="succeeded", metadata=_plain(metadata), data_version=data_version)
-
-
-def _plain(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Metadata with every MetadataValue replaced by its raw value, as a StepResult carries it."""
-    return {key: value.raw_value() if callable(getattr(value, "raw_value", None)) else value
-            for key, value in metadata.items()}
+    return OutputResult(name=name, status="succeeded", metadata=coerce_metadata(metadata), data_version=data_version)

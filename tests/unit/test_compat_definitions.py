@@ -184,8 +184,9 @@ def test_observe_runs_observe_functions_and_merges_metadata() -> None:
             result.run_id) in calls
     assert "down" not in calls and handler.writes == []  # observing runs nothing else and writes nothing
     orders = result.step_results["raw_orders"].outputs[0]
-    assert orders.metadata == {"rows": 3, "source": "ctx"} and orders.data_version == "v1"
-    assert result.step_results["feed"].outputs[0].metadata == {"n": 5}
+    assert orders.metadata == {"rows": rs.MetadataValue.int(3), "source": rs.MetadataValue.text("ctx")}
+    assert orders.data_version == "v1"
+    assert result.step_results["feed"].outputs[0].metadata == {"n": rs.MetadataValue.int(5)}
     assert result.step_results["silent"].outputs[0].data_version == "only-context"
 
 
@@ -221,7 +222,7 @@ def test_observe_gets_resources_and_typed_config() -> None:
 
     result = make_repo([with_db], resources={"db": Db(url="x")}).observe()
     assert seen == [(Cfg(n=1), "x")]
-    assert result.step_results["with_db"].outputs[0].metadata == {"url": "x"}
+    assert result.step_results["with_db"].outputs[0].metadata == {"url": rs.MetadataValue.text("x")}
 
 
 def test_observe_failure_is_raised_after_all_ran_or_reported() -> None:
@@ -435,7 +436,7 @@ def test_asset_function_unit_tested_with_a_hand_built_context() -> None:
 
     context: rs.AssetExecutionContext[Any] = rs.AssetExecutionContext("counted")
     assert counted._asset_fn(context) == 2
-    assert context.output_metadata == {"rows": 2}
+    assert context.output_metadata == {"rows": rs.MetadataValue.int(2)}
 
 
 def test_contexts_built_by_a_run() -> None:
