@@ -135,7 +135,7 @@ def test_multi_asset_hooks_fire_once_per_output_end_to_end() -> None:
     assert result.success
     assert sorted(seen) == [
         ("success", "a", 1, {"m": "a"}),
-        ("success", "b", 2, {"rows": 2}),  # ours adds the output's metadata on top (rivers: None here)
+        ("success", "b", 2, {"rows": rs.MetadataValue.int(2)}),  # ours adds the output's (rivers: None)
         ("success", "bare", 8, None),
         ("success", "single", 7, {"owner": "me"}),
     ]
