@@ -100,6 +100,8 @@ def fuse_graphs(graph: ResolvedGraph, executor: Executor, selected: set[str]) ->
         if asset.metadata.get(NODE_EXECUTOR_METADATA) != "in_process" or own == "in_process":
             continue
         members = [graph.nodes[n.name] for n in asset.nodes if set(graph.nodes[n.name].outputs) & selected]
+        if any(m.executor_key != "in_process" for m in members):
+            continue  # a task that asks for another executor itself: every task is a step of its own
         if members and not any(isinstance(m.definition, CollectNode) or m.definition.fan_out_source  # type: ignore[attr-defined]
                                for m in members):
             groups[name] = members

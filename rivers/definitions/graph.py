@@ -114,10 +114,11 @@ class GraphTaskNode(NodeDefinition):
 
     @property
     def executor_key(self) -> str | None:
-        graph = self.graph
-        if graph is None:
-            return None
-        return graph.metadata.get(NODE_EXECUTOR_METADATA) or graph.metadata.get(EXECUTOR_METADATA)
+        """API.md §1: the task's own rivers/node/executor, its own rivers/executor, then the graph's two."""
+        own = getattr(self.task, "metadata", None) or {}
+        graph = self.graph.metadata if self.graph is not None else {}
+        return (own.get(NODE_EXECUTOR_METADATA) or own.get(EXECUTOR_METADATA) or graph.get(NODE_EXECUTOR_METADATA)
+                or graph.get(EXECUTOR_METADATA))
 
     @property
     def output_names(self) -> list[str]:

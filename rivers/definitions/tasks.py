@@ -33,11 +33,14 @@ class Task(NodeDefinition):
         io_handler: BaseIOHandler | str | None = None,
         retry: RetryPolicy | str | None = None,
         hooks: list[Hook] | None = None,
+        metadata: dict[str, str] | None = None,
         **reserved: Any,
     ) -> None:
         reject_reserved("Task", {k: v for k, v in reserved.items() if k != "partition_mapping"})
         check_io_handler_argument(io_handler)
-        self._init_node(fn, name, tags, io_handler, None, retry, hooks)
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"Task metadata must be a dict, got {type(metadata).__name__}")
+        self._init_node(fn, name, tags, io_handler, metadata, retry, hooks)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from rivers.definitions.graph import recording_graph
