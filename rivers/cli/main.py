@@ -1,7 +1,8 @@
 """`rivers`: run a repository from the command line (API.md §10).
 
 Exit codes: 0 the run succeeded, 1 it failed, 2 the command could not start (bad arguments, a module
-that does not import, a missing attribute, a repository that does not resolve), 130 interrupted.
+that does not import, a missing attribute, a repository that does not resolve), 130 interrupted, 141 its reader
+went away (a closed pipe).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
 
 from rivers import defaults, exceptions, logs
 from rivers.cli import UsageError
+from rivers.cli.common import EXIT_BROKEN_PIPE, HelpFormatter, add_common, apply_log_level, epilog, quiet_on_broken_pipe
 from rivers.cli.progress import RunProgress, print_summary
 
 if TYPE_CHECKING:
@@ -33,29 +35,62 @@ RIVERS_ERRORS = tuple(getattr(exceptions, name) for name in exceptions.__all__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rivers", description="Materialize rivers assets.")
+    parser = argparse.ArgumentParser(
+        prog="rivers", formatter_class=HelpFormatter, description="Materialize rivers assets.",
+        epilog=epilog([defaults.REDIS_URL_ENV, defaults.SECRET_ENV, defaults.LOG_LEVEL_ENV, defaults.LOG_FORMAT_ENV,
+                       "RIVERS_RUN_RETENTION_S", "RIVERS_PICKUP_TIMEOUT_S"], EXIT_CODES),
+    )
+    add_common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("materialize", help="run a repository in this process, with progress")
-    run.add_argument("target", metavar="MODULE[:ATTR]", help="module and CodeRepository attribute (default: repo)")
-    picked = run.add_mutually_exclusive_group()
-    picked.add_argument("--select", action="append", metavar="A,B", help="assets to run (default: all)")
-    picked.add_argument("--job", metavar="NAME", help="run this job of the repository")
-    run.add_argument("--include-upstream", action="store_true", help="also run the upstreams of --select")
-    submit = commands.add_parser("submit", help="submit a run to the coordinator (distributed mode)")
-    submit.add_argument("target", metavar="MODULE[:ATTR]")
-    submitted = submit.add_mutually_exclusive_group()
-    submitted.add_argument("--select", action="append", metavar="A,B")
-    submitted.add_argument("--job", metavar="NAME")
-    submit.add_argument("--include-upstream", action="store_true")
-    submit.add_argument("--wait", action="store_true", help="wait for the run to finish")
-    commands.add_parser("runs", help="list runs (distributed mode)")
-    one = commands.add_parser("run", help="show one run's steps and events (distributed mode)")
-    one.add_argument("run_id", metavar="RUN_ID")
+    run = _command(commands, "materialize", "run a repository in this process, with progress")
+    _target_arguments(run)
+    submit = _command(commands, "submit", "submit a run to the coordinator (distributed mode)")
+    _target_arguments(submit)
+    submit.add_argument("--wait", action="store_true", help="wait for the run to finish (default: print its id "
+                                                            "and return)")
+    _command(commands, "runs", "list runs (distributed mode)")
+    one = _command(commands, "run", "show one run's steps and events (distributed mode)")
+    one.add_argument("run_id", metavar="RUN_ID", help="a run id, as `rivers submit` and `rivers runs` print it")
     return parser
 
 
+EXIT_CODES = [
+    (EXIT_OK, "the run succeeded (or the command did what it was asked)"),
+    (EXIT_FAILED, "the run failed"),
+    (EXIT_USAGE, "could not start: bad arguments, a module that does not import, a missing attribute,\n"
+                 "       a repository that does not resolve, no Redis"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+    (EXIT_BROKEN_PIPE, "its reader went away (`rivers runs | head`)"),
+]
+
+
+def _command(commands: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    sub: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=summary[0].upper() + summary[1:] + ".", formatter_class=HelpFormatter,
+        epilog=epilog([defaults.REDIS_URL_ENV, defaults.LOG_LEVEL_ENV, defaults.LOG_FORMAT_ENV], EXIT_CODES))
+    add_common(sub, version=False, suppress=True)
+    return sub
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="MODULE[:ATTR]",
+                        help="module and CodeRepository attribute (default ATTR: repo); the current directory is "
+                             "on the module path")
+    picked = parser.add_mutually_exclusive_group()
+    picked.add_argument("--select", action="append", metavar="A,B",
+                        help="assets or tasks to run, comma-separated or repeated (default: all)")
+    picked.add_argument("--job", metavar="NAME", help="run this job of the repository (default: none)")
+    parser.add_argument("--include-upstream", action="store_true",
+                        help="also run the upstreams of --select (default: only the selected ones)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    return quiet_on_broken_pipe(lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    apply_log_level(args)
     if getattr(args, "include_upstream", False) and args.job:
         return fail("--include-upstream applies to --select, not to --job")
     if args.command != "materialize":
@@ -91,11 +126,18 @@ def materialize(args: argparse.Namespace) -> int:
         repo.shutdown()
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`| head`): end like every other command does (quiet_on_broken_pipe)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def make_console() -> Console:
     """stdout; when it is not a terminal, wide enough that the summary table keeps one line per step."""
     if sys.stdout.isatty() or "COLUMNS" in os.environ:
-        return Console()
-    return Console(width=160)
+        return _Console()
+    return _Console(width=160)
 
 
 def load_repository(target: str) -> CodeRepository:
