@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -24,7 +25,7 @@ from rich.live import Live
 from rivers import defaults, exceptions, logs
 from rivers.cli import UsageError
 from rivers.cli.common import EXIT_BROKEN_PIPE, HelpFormatter, add_common, apply_log_level, epilog, quiet_on_broken_pipe
-from rivers.cli.progress import RunProgress, print_summary
+from rivers.cli.progress import RunProgress, print_interrupted, print_summary
 
 if TYPE_CHECKING:
     from rivers.definitions.repository import CodeRepository
@@ -115,11 +116,15 @@ def fail(message: str) -> int:
 def materialize(args: argparse.Namespace) -> int:
     repo = load_repository(args.target)
     try:
-        start = prepare(repo, args)
         progress = RunProgress()
+        start = prepare(repo, args, progress)
         console = make_console()
-        with display(console, progress):
-            result = _guarded(start)
+        try:
+            with display(console, progress):
+                result = _guarded(start)
+        except KeyboardInterrupt:  # Ctrl-C: what ran so far, and which run it was
+            print_interrupted(console, progress)
+            return EXIT_INTERRUPTED
         print_summary(console, progress, result)
         return EXIT_OK if result.success else EXIT_FAILED
     finally:
@@ -223,8 +228,9 @@ def _hint(name: str, known: list[str], what: str, shown: int = 12) -> str:
     return f"its {what}: {', '.join(known[:shown])}{more}"
 
 
-def prepare(repo: CodeRepository, args: argparse.Namespace) -> Callable[[], RunResult]:
-    """Resolve before anything runs, so that every definition error is a usage error."""
+def prepare(repo: CodeRepository, args: argparse.Namespace, progress: RunProgress) -> Callable[[], RunResult]:
+    """Resolve before anything runs, so that every definition error is a usage error. A materialization's run id
+    is chosen here, so that an interrupted run can be named (a job's is learnt from its first step result)."""
     selection = selected(args)
     check_names(repo, selection, args.job)
     try:
@@ -232,8 +238,9 @@ def prepare(repo: CodeRepository, args: argparse.Namespace) -> Callable[[], RunR
         if args.job:
             start: Callable[[], RunResult] = partial(repo.get_job(args.job).execute, raise_on_error=False)
         else:
+            progress.run_id = str(uuid.uuid4())
             start = partial(repo.materialize, selection=selection, include_upstream=args.include_upstream,
-                            raise_on_error=False)
+                            raise_on_error=False, run_id_override=progress.run_id)
     except RIVERS_ERRORS as exc:
         raise UsageError(f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - user code (a resource setup()) failed before the run

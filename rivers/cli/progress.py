@@ -44,6 +44,7 @@ class RunProgress:
         self.planned_order: dict[str, int] = {}
         self.upstreams: dict[str, frozenset[str]] = {}
         self.started = time.monotonic()
+        self.run_id: str | None = None  # set by the CLI, else learnt from the first step result
         self._lock = threading.Lock()
 
     # -- the listener -----------------------------------------------------------------------
@@ -57,6 +58,8 @@ class RunProgress:
                 self.upstreams[step.key] = step.upstream_steps
             if event == "planned":
                 return
+            if result is not None and self.run_id is None:
+                self.run_id = result.run_id or None
             if event == "started":
                 row.status = "running"
             elif event == "skipped":
@@ -191,3 +194,14 @@ def print_summary(console: Console, progress: RunProgress, result: RunResult) ->
         console.print(Text(f"\ntraceback of step '{key}':", style="bold red"))
         console.print(Text(text), soft_wrap=True, highlight=False)
     console.print(progress.final_line(result), soft_wrap=True)
+
+
+def print_interrupted(console: Console, progress: RunProgress) -> None:
+    """After Ctrl-C: the table as far as the run got, and the run's id."""
+    console.print(progress.summary_table())
+    counts = progress.counts()
+    run = f"run {progress.run_id}" if progress.run_id else "the run (no step had ended, its id unknown)"
+    console.print(Text.assemble(
+        (run, "bold"), " ", ("interrupted", "bold yellow"),
+        f": {counts['succeeded']} succeeded, {counts['failed']} failed, {counts['running']} running, "
+        f"{counts['pending']} not started, {time.monotonic() - progress.started:.2f}s"), soft_wrap=True)

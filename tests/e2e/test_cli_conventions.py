@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -330,3 +331,49 @@ def test_honcho_stopped_with_ctrl_c_needs_no_sigkill(tmp_path: Path) -> None:
     assert "Traceback" not in text, text
     assert (tmp_path / ".rivers" / "redis").is_dir()
     assert list((tmp_path / ".rivers" / "redis").iterdir()), "Redis kept nothing in the project directory"
+
+
+# -- Ctrl-C during `rivers materialize` -----------------------------------------------------------------
+SLOW_REPO = """
+import time
+
+import rivers as rs
+
+
+@rs.Asset
+def quick() -> int:
+    return 1
+
+
+@rs.Asset
+def slow(quick: int) -> int:
+    time.sleep(60)
+    return quick
+
+
+@rs.Asset
+def after(slow: int) -> int:
+    return slow
+
+
+repo = rs.CodeRepository(assets=[quick, slow, after], default_executor=rs.Executor.in_process())
+"""
+
+
+def test_ctrl_c_prints_the_partial_table_and_the_run_id(tmp_path: Path) -> None:
+    (tmp_path / "slow_repo.py").write_text(SLOW_REPO)
+    process = subprocess.Popen([*command("rivers"), "materialize", "slow_repo"], cwd=tmp_path,
+                               env=environment(RIVERS_LOG_LEVEL="INFO"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # JSON logs (not a terminal): wait until the slow step runs
+        if '"step.started"' in line and '"slow"' in line:
+            break
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=STOP_WITHIN_S)
+    assert process.returncode == 130
+    assert "Traceback" not in out
+    rows = dict(re.findall(r"^│ (\S+)\s.*?│ (succeeded|running|pending)\s", out, re.MULTILINE))
+    assert rows == {"quick": "succeeded", "slow": "running", "after": "pending"}, out
+    final = out.strip().splitlines()[-1]
+    assert re.match(r"run [0-9a-f-]{36} interrupted: 1 succeeded, 0 failed, 1 running, 1 not started", final), final
