@@ -94,7 +94,7 @@ def test_bad_targets_exit_2_with_one_line(target: str, phrase: str) -> None:
     [
         (["--select", "zzz"], "AssetNotFoundError: Asset 'zzz' not found"),
         (["--job", "nojob"], "NodeNotFoundError: Job 'nojob' not found"),
-        (["--select", "total"], "'total' needs 'doubled'"),
+        (["--select", "total"], "node 'total' depends on 'doubled' which is not in the job"),
     ],
 )
 def test_resolution_errors_exit_2_before_any_step(args: list[str], phrase: str) -> None:

@@ -50,7 +50,7 @@ class Secrets:
         assert repo.load_node("uses_secret") == {
             "password": sp.digest(self.password), "pin": sp.digest(self.pin), "api_key": sp.digest(self.api_key)}
         [output] = result.step_results["uses_secret"].outputs
-        assert output.metadata["token_sha256"] == sp.digest(self.token)
+        assert output.metadata["token_sha256"].raw_value() == sp.digest(self.token)
 
 
 def _variants(value: bytes, depth: int = 0) -> Iterator[bytes]:
