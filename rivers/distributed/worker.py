@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -122,6 +123,14 @@ def report_args(job: StepJob, result: PoolResult, key: bytes | None) -> list[str
             key), result.failure, rq_view.exc_string_field(result.failure) if result.failure else ""]
 
 
+def on_stop_signals(flag: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT call `flag` (from the main thread only; a thread cannot install handlers). It must only
+    set flags: logging or locking inside a signal handler can deadlock the main thread."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda number, frame: flag())
+
+
 def announce(pipe: Any, name: str, executor: str, held: list[str], birth: datetime,
              ttl_ms: int = defaults.WORKER_TTL_MS) -> None:
     """A consumer's heartbeat: alive (rivers' key, RQ's worker view) and still running the jobs it holds."""
@@ -193,16 +202,11 @@ class Worker:
         return 0
 
     def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
+        on_stop_signals(self._on_signal)
 
-        def on_term(signum: int, frame: Any) -> None:
-            # Only flags here: logging or locking inside a signal handler can deadlock the main thread.
-            self._handing_back = self._stopping
-            self._stopping = True
-
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
+    def _on_signal(self) -> None:
+        self._handing_back = self._stopping
+        self._stopping = True
 
     def stop(self) -> None:
         """Finish running steps and exit (what the first SIGTERM does)."""

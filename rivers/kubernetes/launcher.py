@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
 from rivers.distributed.jobs import StepJob, decode_job, encode_report
-from rivers.distributed.worker import RELEASE_SCRIPT, announce, unannounce
+from rivers.distributed.worker import RELEASE_SCRIPT, announce, on_stop_signals, unannounce
 from rivers.exceptions import ConfigurationError, ExecutionError, OutOfMemory, PodFailed, RefusedJob
 from rivers.kubernetes import leases
 from rivers.kubernetes.cluster import NO_IMAGE, Cluster, connect_cluster, default_image
@@ -138,15 +138,11 @@ class Launcher:
         return 0
 
     def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
+        on_stop_signals(self._on_signal)
 
-        def on_term(signum: int, frame: Any) -> None:
-            self._leaving = self._stopping
-            self._stopping = True
-
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
+    def _on_signal(self) -> None:
+        self._leaving = self._stopping
+        self._stopping = True
 
     def stop(self) -> None:
         self._stopping = True
