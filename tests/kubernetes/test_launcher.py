@@ -418,3 +418,22 @@ def test_redis_gone_while_a_pod_ends_loses_nothing(fake_cluster: FakeCluster, pe
         assert len(scratch.lines("after_gated")) == 1
     finally:
         launchers.close()
+
+
+def test_a_launcher_stops_within_moments_when_redis_is_gone(fake_cluster: FakeCluster, forgetful_redis: Any,
+                                                            tmp_path: Path) -> None:
+    import time
+
+    log_dir = tmp_path / "launcher-logs"
+    log_dir.mkdir()
+    launchers = Launchers(fake_cluster, forgetful_redis.url, log_dir)
+    try:
+        process = launchers.start()
+        forgetful_redis.stop()
+        process.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        code = process.wait(30)
+        assert time.monotonic() - began < 5, launchers.logs()
+        assert code == 1 and events(launchers, "launcher.exit"), launchers.logs()
+    finally:
+        launchers.close()
