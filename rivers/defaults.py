@@ -32,6 +32,7 @@ RQ_STARTED_TTL_S = 90  # a running job's expiry in RQ's started registry, pushed
 RQ_WORKER_TTL_S = 15  # a worker's hash in RQ's view; renewed by every heartbeat, so a dead worker leaves it soon
 FENCE_MARGIN_MS = 1000  # an attempt writes an output only while its lease has at least this long to live
 RUN_RETENTION_S = float(os.environ.get("RIVERS_RUN_RETENTION_S", "604800"))  # a submitted run's keys: 7 d after its end
+UNSERVED_TIMEOUT_S = float(os.environ.get("RIVERS_UNSERVED_TIMEOUT_S", "30"))  # a run no coordinator serves -> failed
 
 # -- Kubernetes (the pod launcher) ---------------------------------------------------------------
 POD_START_TIMEOUT_S = 300.0  # a step pod not running by then fails: "pod never started: <reason>" (--start-timeout)

@@ -194,6 +194,8 @@ class RunState:
         error = result.error
         if result.status != "failed" or error is None or step.fan_out_source is not None:
             return None
+        if error.reason == "cancelled":
+            return None  # the run was cancelled: nothing runs again
         policy = step.retry
         if policy is None:
             return 0.0 if error.infrastructure and result.attempt <= defaults.INFRA_RETRIES else None

@@ -98,6 +98,18 @@ def wake_key(listener: str) -> str:
 # -- runs served by rivers-coordinator ---------------------------------------------------------------
 SUBMITTED = "rivers:submitted"  # list of run ids a coordinator should pick up (a wake-up; the record decides)
 RUNS = "rivers:runs"  # sorted set: run id by submission time
+RUN_REPOSITORY = "repository"  # field of a run's hash: the MODULE:ATTR it is for (none: any coordinator serves it)
+RUN_KIND = "kind"  # field of a run's hash: "embedded" for a run recorded by repo.materialize (no coordinator's)
+
+
+def submitted_key(repository: str) -> str:
+    """List of the ids of runs for one repository, taken by the coordinators serving it."""
+    return f"{SUBMITTED}:{repository}"
+
+
+def serving_key(repository: str) -> str:
+    """A coordinator serves this repository (PX LEASE_MS, renewed by each serving coordinator's heartbeat)."""
+    return f"rivers:serving:{repository}"
 
 RUN_TOKEN = "token"  # field of a run's hash: incremented by each coordinator that takes the run (fencing)
 
