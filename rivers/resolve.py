@@ -97,6 +97,14 @@ class ResolvedGraph:
             return [node.name for node in self.graphs[name].nodes]
         return [name] if name in self.nodes else [self.producer[name]]
 
+    def outputs_named(self, name: str) -> set[str] | None:
+        """The outputs a name selects: a graph's internal ones, a node's, or the output itself; None if unknown."""
+        if name in self.graphs:
+            return {out for member in self.members(name) for out in self.nodes[member].outputs}
+        if name in self.nodes:
+            return set(self.nodes[name].outputs)
+        return {name} if name in self.producer else None
+
     def node_of(self, output: str) -> ResolvedNode:
         return self.nodes[self.producer[output]]
 
@@ -459,14 +467,10 @@ def job_outputs(graph: ResolvedGraph, job: Any) -> set[str]:
     """The outputs a job runs: each listed definition's (a graph's internal ones too)."""
     outputs: set[str] = set()
     for name in job.node_names:
-        if name in graph.graphs:
-            outputs.update(out for member in graph.members(name) for out in graph.nodes[member].outputs)
-        elif name in graph.nodes:
-            outputs.update(graph.nodes[name].outputs)
-        elif name in graph.producer:
-            outputs.add(name)
-        else:
+        named = graph.outputs_named(name)
+        if named is None:
             raise NodeNotFoundError(f"Job '{job.name}': node '{name}' not found in repository")
+        outputs |= named
     return outputs
 
 

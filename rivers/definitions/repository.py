@@ -209,7 +209,7 @@ class CodeRepository:
         The coordinator runs it with its own copy of this repository (`rivers-coordinator --repo ...`);
         `raise_on_error` applies to nothing here (see `RunHandle.wait`).
         """
-        from rivers.distributed.runs import SubmittedRun, new_run_id
+        from rivers.distributed.runs import SubmittedRun, new_run_id, repository_name
         from rivers.distributed.runs import submit as submit_run
 
         graph = self._resolve()
@@ -220,7 +220,8 @@ class CodeRepository:
             raise ConfigurationError("submit(retry=) takes the name of a policy in CodeRepository(retries=...)")
         names = [selection] if isinstance(selection, str) else list(selection) if selection is not None else None
         return submit_run(SubmittedRun(run_id=run_id_override or new_run_id(), selection=names, tags=tags,
-                                       config=config, include_upstream=include_upstream, retry=retry))
+                                       config=config, include_upstream=include_upstream, retry=retry,
+                                       repository=repository_name(self)))
 
     def _execute_job(
         self, job: Job, *, tags: Any, config: dict[str, Any] | None, raise_on_error: bool
@@ -271,14 +272,10 @@ class CodeRepository:
         names = [selection] if isinstance(selection, str) else list(selection)
         outputs: set[str] = set()
         for name in names:
-            if name in graph.graphs:
-                outputs.update(out for member in graph.members(name) for out in graph.nodes[member].outputs)
-            elif name in graph.nodes:
-                outputs.update(graph.nodes[name].outputs)
-            elif name in graph.producer:
-                outputs.add(name)
-            else:
+            named = graph.outputs_named(name)
+            if named is None:
                 raise AssetNotFoundError(f"Asset '{name}' not found in the repository")
+            outputs |= named
         if include_upstream:
             stack = list(outputs)
             while stack:
