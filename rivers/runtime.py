@@ -11,16 +11,22 @@ StepSpec back into the same StepCall (see spec.py). Nothing else differs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import io
 import logging
 import os
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import BaseModel
 
+from rivers import logs
 from rivers.definitions.assets import MultiAsset, SelfDependency
 from rivers.definitions.contexts import AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.nodes import NodeDefinition
@@ -62,22 +68,146 @@ class StepCall:
     pod: PodRequest | None = None  # a kubernetes step: the pod its attempt asks for
 
 
-class _LogCapture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
+class StepLog:
+    """The captured output of one attempt: context.log records and stdout/stderr lines, as LogEntry.
+
+    With $RIVERS_RUNS_DIR set, each entry is also appended to the run's log file as it happens, after a
+    "running" record: how `rivers materialize` learns that a step started and shows its warnings live.
+    """
+
+    def __init__(self, run_id: str, step_key: str, attempt: int, tee: bool) -> None:
+        self.run_id, self.step_key, self.attempt, self.tee = run_id, step_key, attempt, tee
         self.entries: list[LogEntry] = []
+        self._partial: dict[str, str] = {}
+        self._lock = threading.Lock()
+        base = logs.runs_dir()
+        self.path = logs.run_log_path(run_id, base) if base else None
+        self._record({"kind": "running", "time": time.time()})
+
+    def add(self, logger_name: str, level: str, message: str, created: float | None = None) -> None:
+        entry = LogEntry(logger=logger_name, level=level, message=message, created=created or time.time())
+        with self._lock:
+            self.entries.append(entry)
+        self._record({"kind": "log", **entry.model_dump()})
+
+    def write(self, stream: str, text: str) -> None:
+        """Text written to stdout or stderr: each complete line becomes an entry."""
+        with self._lock:
+            lines = (self._partial.pop(stream, "") + text).split("\n")
+            if lines[-1]:
+                self._partial[stream] = lines[-1]
+        for line in lines[:-1]:
+            self.add(stream, _STREAM_LEVEL[stream], line)
+
+    def close(self) -> None:
+        """The unfinished last line of each stream becomes an entry too."""
+        with self._lock:
+            partial, self._partial = self._partial, {}
+        for stream, line in partial.items():
+            self.add(stream, _STREAM_LEVEL[stream], line)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        if self.path is not None:
+            logs.append_record(self.path, {"step": self.step_key, "attempt": self.attempt, "pid": os.getpid(),
+                                           **record})
+
+
+_STREAM_LEVEL = {"stdout": "INFO", "stderr": "WARNING"}
+_current: ContextVar[StepLog | None] = ContextVar("rivers_step_log", default=None)
+_process_log: StepLog | None = None  # a pool process runs one step at a time: its threads' output is that step's
+TEE_STREAMS = True  # a step's stdout/stderr also reach the process's own (False in pool processes)
+
+
+class _Router(io.TextIOBase):
+    """sys.stdout / sys.stderr while steps run: a step's writes go to its StepLog (and, with tee, through)."""
+
+    def __init__(self, name: str, stream: TextIO) -> None:
+        self.name, self.stream = name, stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        log = _current.get() or _process_log
+        if log is not None:
+            log.write(self.name, text)
+            if not log.tee:
+                return len(text)
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.write(text)
+            if log is not None and "\n" in text:
+                self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.stream, "isatty", lambda: False)())
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+_routing_lock = threading.Lock()
+_routing = 0
+
+
+def _route_streams(enter: bool) -> None:
+    """Install the routers while any step runs here; put the streams back when the last one ends."""
+    global _routing
+    with _routing_lock:
+        _routing += 1 if enter else -1
+        for name in ("stdout", "stderr"):
+            current = getattr(sys, name)
+            if enter and not isinstance(current, _Router):
+                setattr(sys, name, _Router(name, current))
+            elif not enter and _routing == 0 and isinstance(current, _Router):
+                setattr(sys, name, current.stream)
+
+
+@contextlib.contextmanager
+def step_log(run_id: str, step_key: str, attempt: int, *, whole_process: bool = False) -> Iterator[StepLog]:
+    """Capture one attempt's output; inside another capture (a fused graph's task), that one goes on."""
+    global _process_log
+    outer = _current.get()
+    if outer is not None:
+        yield outer
+        return
+    log = StepLog(run_id, step_key, attempt, TEE_STREAMS)
+    token = _current.set(log)
+    if whole_process:
+        _process_log = log
+    _route_streams(True)
+    try:
+        yield log
+    finally:
+        _route_streams(False)
+        _current.reset(token)
+        if whole_process:
+            _process_log = None
+        log.close()
+
+
+class _LogCapture(logging.Handler):
+    """context.log records into the step's StepLog."""
+
+    def __init__(self, log: StepLog) -> None:
+        super().__init__(logging.DEBUG)
+        self.log = log
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.entries.append(
-            LogEntry(logger=record.name, level=record.levelname, message=record.getMessage(), created=record.created)
-        )
+        self.log.add(record.name, record.levelname, record.getMessage(), record.created)
 
 
 class StepExecution:
     """One attempt: prepare arguments, then turn the function's result into written outputs."""
 
-    def __init__(self, call: StepCall) -> None:
+    def __init__(self, call: StepCall, log: StepLog) -> None:
         self.call = call
+        self.log = log
         self.context: AssetExecutionContext[Any] | TaskExecutionContext[Any] | None = None
         self.done: dict[str, OutputResult] = {}
         self.values: dict[str, Any] = {}
@@ -131,7 +261,7 @@ class StepExecution:
                 is_multi_asset=isinstance(definition, MultiAsset),
                 output_selection=[slot.name for slot in call.outputs], config=config,
             )
-        self.capture = _LogCapture()
+        self.capture = _LogCapture(self.log)
         context.log.addHandler(self.capture)
         self.context = context
         return context
@@ -245,7 +375,6 @@ class StepExecution:
             run_id=call.run_id, step_key=call.step_key, attempt=call.attempt,
             status="failed" if failed else "succeeded", outputs=outputs, error=first_error,
             started_at=self.started, duration_s=time.perf_counter() - self.clock, pid=os.getpid(),
-            logs=self.capture.entries if self.capture is not None else [],
         ).with_exception(first_exc if failed else None)
 
     def _run_hooks(self, error: BaseException | None) -> None:
@@ -325,9 +454,14 @@ def fan_out_keys(name: str, value: Any) -> list[str]:
 
 def run_step(call: StepCall) -> StepResult:
     """Run a synchronous step to its StepResult; never raises for errors of user code."""
-    if call.members:
-        return run_fused(call)
-    execution = StepExecution(call)
+    with step_log(call.run_id, call.step_key, call.attempt) as log:
+        result = run_fused(call, log) if call.members else _run_sync(call, log)
+    result.logs = list(log.entries)
+    return result
+
+
+def _run_sync(call: StepCall, log: StepLog) -> StepResult:
+    execution = StepExecution(call, log)
     fn = call.definition.fn
     assert fn is not None
     try:
@@ -342,11 +476,11 @@ def run_step(call: StepCall) -> StepResult:
     return execution.result()
 
 
-def run_fused(call: StepCall) -> StepResult:
-    """Run a fused graph's internal tasks one after another here; a failure skips what depends on it."""
+def run_fused(call: StepCall, log: StepLog) -> StepResult:
+    """Run a fused graph's internal tasks one after another here; a failure skips what depends on it.
+    Their output goes to the graph step's log."""
     started, clock = time.time(), time.perf_counter()
     outputs: list[OutputResult] = []
-    logs: list[LogEntry] = []
     failed: set[str] = set()
     first: StepResult | None = None
     for member in call.members:
@@ -357,20 +491,26 @@ def run_fused(call: StepCall) -> StepResult:
             continue
         result = asyncio.run(run_step_async(member)) if member.definition.is_async else run_step(member)
         outputs.extend(result.outputs)
-        logs.extend(result.logs)
         if result.status == "failed":
             failed.update(s.name for s in member.outputs)
             first = first or result
     return StepResult(
         run_id=call.run_id, step_key=call.step_key, attempt=call.attempt,
         status="failed" if first else "succeeded", outputs=outputs, error=first.error if first else None,
-        started_at=started, duration_s=time.perf_counter() - clock, pid=os.getpid(), logs=logs,
+        started_at=started, duration_s=time.perf_counter() - clock, pid=os.getpid(), logs=list(log.entries),
     ).with_exception(first.exception if first else None)
 
 
 async def run_step_async(call: StepCall) -> StepResult:
     """Run an async step (coroutine function or async generator) to its StepResult."""
-    execution = StepExecution(call)
+    with step_log(call.run_id, call.step_key, call.attempt) as log:
+        result = await _run_async(call, log)
+    result.logs = list(log.entries)
+    return result
+
+
+async def _run_async(call: StepCall, log: StepLog) -> StepResult:
+    execution = StepExecution(call, log)
     fn = call.definition.fn
     assert fn is not None
     try:

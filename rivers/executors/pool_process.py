@@ -11,21 +11,17 @@ output write they check that the attempt still holds its lease, so an attempt wh
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import logging
 import os
-import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import TextIO
 
 import cloudpickle
 
-from rivers import signing
+from rivers import logs, runtime, signing
 from rivers.exceptions import ExecutionError, SpecError
-from rivers.results import LogEntry, StepResult
+from rivers.results import StepResult
 from rivers.runtime import Fence, StepCall, run_step, run_step_async
 from rivers.spec import UnreadableSpec, call_from_spec, read_spec, teardown_rebuilt
 
@@ -33,7 +29,6 @@ STEP_PROCESS_NAME = "rivers-step-process"  # multiprocessing's name of every poo
 PARENT_POLL_S = 0.5  # how soon a pool process notices that the process owning its pool is gone
 _fence_factory: FenceFactory | None = None
 _pickle_exceptions = True
-_tee = False
 _loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -48,14 +43,14 @@ def configure(key: bytes | None, log_level: int, fence_factory: FenceFactory | N
     """Set this process up to run steps from specs. With a fence, steps belong to a rivers-worker or a step
     pod, which forward result JSON only: no pickled exceptions. With `tee`, a step's stdout and stderr also go
     to this process's own (a step pod's log, which its launcher attaches to a pod that died)."""
-    global _fence_factory, _pickle_exceptions, _tee
-    _tee = tee
+    global _fence_factory, _pickle_exceptions
+    runtime.TEE_STREAMS = tee
     signing.use_key(key)
     _fence_factory = fence_factory
     _pickle_exceptions = fence_factory is None
     for name in ("code-repo.assets", "code-repo.tasks"):  # context.log records must reach the step's capture
         if logging.getLogger(name).level == logging.NOTSET:
-            logging.getLogger(name).setLevel(log_level)
+            logging.getLogger(name).setLevel(logs.step_log_level(log_level))
 
 
 def serve(conn: Connection, key: bytes, log_level: int, fence_factory: FenceFactory | None) -> None:
@@ -104,10 +99,7 @@ def _run(spec_json: str, ticket: str) -> StepResult:
     except UnreadableSpec as exc:
         header = exc.header
         return StepResult.failed(header.run_id, header.step_key, header.attempt, header.output_names, exc)
-    stdout, stderr = io.StringIO(), io.StringIO()
-    out: io.TextIOBase = _Tee(stdout, sys.stdout) if _tee else stdout
-    err: io.TextIOBase = _Tee(stderr, sys.stderr) if _tee else stderr
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with runtime.step_log(spec.run_id, spec.step_key, spec.attempt, whole_process=True) as log:
         try:
             call = call_from_spec(spec)  # imports the step's code: an exit or a crash here ends only this step
             if _fence_factory is not None:
@@ -119,33 +111,8 @@ def _run(spec_json: str, ticket: str) -> StepResult:
             stopped = ExecutionError(f"'{spec.step_key}' called sys.exit({exc.code!r}) in a worker process")
             result = StepResult.failed(spec.run_id, spec.step_key, spec.attempt, [o.name for o in spec.outputs],
                                        stopped)
-    now = time.time()
-    for stream, level, text in (("stdout", "INFO", stdout.getvalue()), ("stderr", "WARNING", stderr.getvalue())):
-        result.logs.extend(LogEntry(logger=stream, level=level, message=line, created=now)
-                           for line in text.splitlines())
+    result.logs = list(log.entries)  # with what importing the step's code printed
     return result
-
-
-class _Tee(io.TextIOBase):
-    """Writes to the step's capture and, line-buffered, to the process's own stream."""
-
-    def __init__(self, capture: io.StringIO, stream: TextIO) -> None:
-        self.capture, self.stream = capture, stream
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self.capture.write(text)
-        with contextlib.suppress(OSError, ValueError):
-            self.stream.write(text)
-            if "\n" in text:
-                self.stream.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.stream.flush()
 
 
 def _fence(call: StepCall, fence: Fence) -> None:
