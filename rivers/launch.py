@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
 
 from rivers.definitions.executors import Executor
+from rivers.definitions.graph import GraphTaskNode
+from rivers.definitions.tasks import Task
 from rivers.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from rivers.resolve import ResolvedGraph
 
 SECTIONS = ("assets", "resources", "execution")
 
@@ -42,7 +50,10 @@ def parse_launch(config: dict[str, Any] | None) -> LaunchConfig:
 def _step_config(step: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigurationError(f"run config for '{step}' must be a dict, got {type(value).__name__}")
-    if set(value) == {"config"} and isinstance(value["config"], dict):
+    if "config" in value and set(value) <= {"config", "metadata"}:  # the launch form; metadata is rivers' too
+        if not isinstance(value["config"], dict):
+            raise ConfigurationError(f"run config for '{step}': 'config' must be a dict of field values, got "
+                                     f"{type(value['config']).__name__}")
         return dict(value["config"])
     return dict(value)
 
@@ -61,3 +72,93 @@ def _executor(section: Any) -> Executor | None:
     if key == "parallel":
         return Executor.parallel(section.get("max_workers"), section.get("max_async_concurrent"))
     raise ConfigurationError(f"Unknown executor in run config execution section: '{key}'")
+
+
+# -- checking a launch document against a repository, before the first step ----------------------
+def check_launch(graph: ResolvedGraph, resources: dict[str, BaseModel], config: dict[str, Any] | None,
+                 *, strict: bool) -> list[str]:
+    """Every problem of `config` for this repository, one line each, naming the asset (or resource) and field.
+
+    Always, as rivers 0.6: unknown sections, assets and resources. `strict` (the command line) adds what
+    rivers leaves to the step at run time or ignores: config for a step without a context, unknown fields
+    (with the close names) and wrong types."""
+    try:
+        launch = parse_launch(config)
+    except ConfigurationError as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    for name, fields in launch.steps.items():
+        problems += _check_step(graph, name, fields, strict=strict)
+    for key, fields in launch.resources.items():
+        problems += _check_resource(resources, key, fields, strict=strict)
+    return problems
+
+
+def _check_step(graph: ResolvedGraph, name: str, fields: dict[str, Any], *, strict: bool) -> list[str]:
+    node = graph.nodes.get(name) or graph.nodes.get(name.partition("__")[0])  # a fan-out instance: its task
+    if node is None:
+        owner = graph.producer.get(name)
+        if owner is not None:
+            return [f"run config names '{name}', an output of '{owner}': configure '{owner}' instead"]
+        return [f"run config names '{name}', which is not an asset or task of the repository; "
+                f"{hint(name, sorted(graph.nodes))}"]
+    if not strict:
+        return []
+    label = f"{'task' if isinstance(node.definition, (Task, GraphTaskNode)) else 'asset'} '{name}'"
+    if node.context_type is None:
+        return [f"run config for {label}: it has no context parameter, so no config reaches it"]
+    if node.config_type is None:
+        return []
+    return [f"run config for {label}: {problem}" for problem in model_problems(node.config_type, fields)]
+
+
+def _check_resource(resources: dict[str, BaseModel], key: str, fields: dict[str, Any], *, strict: bool) -> list[str]:
+    if key not in resources:
+        return [f"run config overrides resource '{key}', which the repository does not have; "
+                f"{hint(key, sorted(resources), 'resources')}"]
+    if not strict:
+        return []
+    current = resources[key]
+    return [f"run config for resource '{key}': {problem}"
+            for problem in model_problems(type(current), fields, base=current.model_dump())]
+
+
+def model_problems(model: type[BaseModel], fields: dict[str, Any], base: dict[str, Any] | None = None) -> list[str]:
+    """Unknown fields (with the close names) and every validation error of `fields`, a line each."""
+    known = _field_names(model)
+    problems = []
+    if model.model_config.get("extra") != "allow":
+        problems = [f"unknown field '{name}'; {hint(name, sorted(known), 'fields')}"
+                    for name in fields if name not in known]
+    try:
+        model.model_validate({**(base or {}), **fields})
+    except ValidationError as exc:
+        # a resource's own current values are not this config's problem; unknown names are reported above
+        problems += [_describe_error(error) for error in exc.errors()
+                     if (base is None or (error["loc"] and error["loc"][0] in fields))
+                     and not (error["type"] == "extra_forbidden" and len(error["loc"]) == 1)]
+    return problems
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    names = set(model.model_fields)
+    for info in model.model_fields.values():
+        names.update(alias for alias in (info.alias, info.validation_alias) if isinstance(alias, str))
+    return names
+
+
+def _describe_error(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    got = f" (got {error['input']!r})" if error["type"] != "missing" else ""
+    return f"field '{where}': {error['msg']}{got}"
+
+
+def hint(name: str, known: list[str], what: str = "assets and tasks", shown: int = 12) -> str:
+    """`did you mean 'x'?` for close names, else the known names (or that there are none)."""
+    close = difflib.get_close_matches(name, known, n=3)
+    if close:
+        return f"did you mean {' or '.join(repr(c) for c in close)}?"
+    if not known:
+        return f"it has no {what}"
+    more = f" and {len(known) - shown} more" if len(known) > shown else ""
+    return f"its {what}: {', '.join(known[:shown])}{more}"

@@ -25,6 +25,7 @@ from rich.live import Live
 from rivers import defaults, exceptions, logs
 from rivers.cli import UsageError
 from rivers.cli.common import EXIT_BROKEN_PIPE, HelpFormatter, add_common, apply_log_level, epilog, quiet_on_broken_pipe
+from rivers.cli.config import add_config_arguments, check_run_config, run_config
 from rivers.cli.progress import RunProgress, print_interrupted, print_summary
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     picked.add_argument("--job", metavar="NAME", help="run this job of the repository (default: none)")
     parser.add_argument("--include-upstream", action="store_true",
                         help="also run the upstreams of --select (default: only the selected ones)")
+    add_config_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -232,15 +234,18 @@ def prepare(repo: CodeRepository, args: argparse.Namespace, progress: RunProgres
     """Resolve before anything runs, so that every definition error is a usage error. A materialization's run id
     is chosen here, so that an interrupted run can be named (a job's is learnt from its first step result)."""
     selection = selected(args)
+    config = run_config(args)
     check_names(repo, selection, args.job)
+    check_run_config(repo, config)
     try:
         repo.validate()
         if args.job:
-            start: Callable[[], RunResult] = partial(repo.get_job(args.job).execute, raise_on_error=False)
+            start: Callable[[], RunResult] = partial(repo.get_job(args.job).execute, raise_on_error=False,
+                                                     config=config)
         else:
             progress.run_id = str(uuid.uuid4())
             start = partial(repo.materialize, selection=selection, include_upstream=args.include_upstream,
-                            raise_on_error=False, run_id_override=progress.run_id)
+                            raise_on_error=False, run_id_override=progress.run_id, config=config)
     except RIVERS_ERRORS as exc:
         raise UsageError(f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - user code (a resource setup()) failed before the run

@@ -1,0 +1,122 @@
+"""A run's config checked against the repository before the first step (rivers/launch.py, rivers/cli/config.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+import rivers as rs
+from rivers.cli import UsageError
+from rivers.cli.config import apply_set, launch_form, parse_value
+from rivers.launch import check_launch
+
+RAN: list[str] = []
+
+
+class Cfg(BaseModel):
+    n: int = 1
+    label: str = "x"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inner: Cfg = Cfg()
+
+
+class Db(rs.Resource):
+    url: str = "sqlite://"
+
+
+@rs.Asset
+def up() -> int:
+    RAN.append("up")
+    return 1
+
+
+@rs.Asset
+def configured(context: rs.AssetExecutionContext[Cfg], up: int) -> int:
+    RAN.append("configured")
+    return context.config.n
+
+
+@rs.Asset
+def nested(context: rs.AssetExecutionContext[Strict]) -> int:
+    return context.config.inner.n
+
+
+def make_repo() -> rs.CodeRepository:
+    RAN.clear()
+    return rs.CodeRepository([up, configured, nested], resources={"db": Db()},
+                             default_executor=rs.Executor.in_process())
+
+
+def problems(config: dict[str, Any], strict: bool = True) -> list[str]:
+    repo = make_repo()
+    return check_launch(repo._resolve(), repo.resources, config, strict=strict)
+
+
+def test_an_unknown_asset_fails_materialize_before_any_step() -> None:
+    with pytest.raises(rs.ConfigurationError, match=r"run config names 'configurd'.*did you mean 'configured'"):
+        make_repo().materialize(config={"assets": {"configurd": {"config": {"n": 2}}}})
+    assert RAN == []
+
+
+def test_python_leaves_fields_to_the_config_model_as_rivers_does() -> None:
+    repo = make_repo()
+    assert repo.materialize(config={"assets": {"configured": {"config": {"nn": 2}}}}).success
+    assert repo.load_node("configured") == 1
+
+
+def test_unknown_and_nested_fields_and_types_are_each_a_line() -> None:
+    found = problems({"assets": {"configured": {"config": {"nn": 2, "label": 3}},
+                                 "nested": {"config": {"inner": {"n": "x", "extra": 1}}}}})
+    assert found == [
+        "run config for asset 'configured': unknown field 'nn'; did you mean 'n'?",
+        "run config for asset 'configured': field 'label': Input should be a valid string (got 3)",
+        "run config for asset 'nested': field 'inner.n': Input should be a valid integer, unable to parse string "
+        "as an integer (got 'x')",
+    ]
+
+
+def test_non_strict_checks_only_names() -> None:
+    assert problems({"assets": {"configured": {"config": {"nn": 2}}}}, strict=False) == []
+    assert problems({"resources": {"db": {"uri": "x"}}}, strict=False) == []
+    assert problems({"resources": {"dbs": {"url": "x"}}}, strict=False) == [
+        "run config overrides resource 'dbs', which the repository does not have; did you mean 'db'?"]
+
+
+def test_the_launch_form_with_metadata_and_a_non_dict_config() -> None:
+    assert problems({"assets": {"configured": {"config": {"n": 2}, "metadata": {}}}}) == []
+    (line,) = problems({"assets": {"configured": {"config": 3}}})
+    assert "'config' must be a dict of field values, got int" in line
+
+
+def test_an_output_of_a_multi_asset_points_at_the_multi_asset() -> None:
+    @rs.Asset.from_multi(output_defs=[rs.AssetDef("left"), rs.AssetDef("right")])
+    def pair(context: rs.AssetExecutionContext[Cfg]) -> dict[str, int]:
+        return {"left": 1, "right": 2}
+
+    repo = rs.CodeRepository([pair])
+    found = check_launch(repo._resolve(), repo.resources, {"left": {"n": 1}}, strict=True)
+    assert found == ["run config names 'left', an output of 'pair': configure 'pair' instead"]
+
+
+@pytest.mark.parametrize(("raw", "value"), [("3", 3), ("1.5", 1.5), ("true", True), ("null", None),
+                                            ('"3"', "3"), ("[1, 2]", [1, 2]), ("USD", "USD"), ("", "")])
+def test_set_values_are_json_when_they_parse(raw: str, value: Any) -> None:
+    assert parse_value(raw) == value
+
+
+def test_set_merges_into_either_form() -> None:
+    document = launch_form({"a": {"n": 1}})
+    apply_set(document, "a.m=2")
+    apply_set(document, "b.inner.n=3")
+    assert document == {"assets": {"a": {"n": 1, "m": 2}, "b": {"config": {"inner": {"n": 3}}}}}
+    launch = {"assets": {"a": {"config": {"n": 1}}}}
+    apply_set(launch, "a.n=5")
+    assert launch == {"assets": {"a": {"config": {"n": 5}}}}
+    for bad in ("a=1", "a.=1", ".n=1", "a.n"):
+        with pytest.raises(UsageError, match=r"expected ASSET\.FIELD=VALUE"):
+            apply_set({}, bad)
