@@ -36,18 +36,21 @@ def distributed_command(args: argparse.Namespace) -> int:
 
 
 def submit(args: argparse.Namespace, ok: int, failed: int) -> int:
+    from rivers.cli.config import check_run_config, run_config
     from rivers.cli.main import check_names, load_repository, selected
 
     repo = load_repository(args.target)
     selection = selected(args)
     check_names(repo, selection, args.job)  # unknown names are usage errors before Redis is touched
+    config = run_config(args)
+    check_run_config(repo, config)  # so is a bad --config / --set
     if args.job:
         from rivers.distributed.runs import SubmittedRun, new_run_id
         from rivers.distributed.runs import submit as submit_run
 
-        handle = submit_run(SubmittedRun(run_id=new_run_id(), job=args.job))
+        handle = submit_run(SubmittedRun(run_id=new_run_id(), job=args.job, config=config))
     else:
-        handle = repo.submit(selection=selection, include_upstream=args.include_upstream)
+        handle = repo.submit(selection=selection, include_upstream=args.include_upstream, config=config)
     print(handle.run_id)
     if not args.wait:
         return ok

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.e2e.test_cli import command, one_line_error
 
@@ -57,8 +58,10 @@ repo = rs.CodeRepository(assets=[orders, report, plain], resources={"db": Db()},
 '''
 
 
-def rivers(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def rivers(project: Path, *args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_") and k != "PYTHONPATH"}
+    if url is not None:
+        env["RIVERS_REDIS_URL"] = url
     return subprocess.run([*command("rivers"), *args], cwd=project, env=env, capture_output=True, text=True,
                           timeout=120, check=False)
 
@@ -164,3 +167,13 @@ def test_a_wrong_section_and_an_unreadable_file(shop: Path) -> None:
     result = rivers(shop, "materialize", "shop", "--set", "report=USD")
     assert "--set report=USD: expected ASSET.FIELD=VALUE" in one_line_error(result)
     assert nothing_ran(shop)
+
+
+def test_submit_checks_the_config_before_touching_redis(shop: Path, redis_url: str) -> None:
+    result = rivers(shop, "submit", "shop", "--set", "report.top_dayz=2", url=redis_url)
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result)[1:] == ["run config for asset 'report': unknown field 'top_dayz'; did you mean "
+                                       "'top_days'?"]
+    client = redis.Redis.from_url(redis_url)
+    assert client.dbsize() == 0
+    client.close()
