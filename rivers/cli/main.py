@@ -26,6 +26,7 @@ from rivers import defaults, exceptions, logs
 from rivers.cli import UsageError
 from rivers.cli.common import EXIT_BROKEN_PIPE, HelpFormatter, add_common, apply_log_level, epilog, quiet_on_broken_pipe
 from rivers.cli.config import add_config_arguments, check_run_config, run_config
+from rivers.cli.logs import LiveLogs, add_logs_command, logs_command
 from rivers.cli.progress import RunProgress, print_interrupted, print_summary
 
 if TYPE_CHECKING:
@@ -46,13 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = _command(commands, "materialize", "run a repository in this process, with progress")
     _target_arguments(run)
-    submit = _command(commands, "submit", "submit a run to the coordinator (distributed mode)")
+    from rivers.cli.runs import add_submit_arguments, cancel_arguments, run_arguments, runs_arguments
+
+    submit = _command(commands, "submit", "submit a run to the rivers-coordinator serving its repository")
     _target_arguments(submit)
-    submit.add_argument("--wait", action="store_true", help="wait for the run to finish (default: print its id "
-                                                            "and return)")
-    _command(commands, "runs", "list runs (distributed mode)")
-    one = _command(commands, "run", "show one run's steps and events (distributed mode)")
-    one.add_argument("run_id", metavar="RUN_ID", help="a run id, as `rivers submit` and `rivers runs` print it")
+    add_submit_arguments(submit)
+    runs_arguments(_command(commands, "runs", "list the latest runs, submitted and embedded (RIVERS_REDIS_URL)"))
+    run_arguments(_command(commands, "run", "show one run and its steps: attempts, worker, reason, duration"))
+    cancel_arguments(_command(commands, "cancel", "cancel a submitted run: its queued steps are withdrawn"))
+    add_logs_command(commands, _command)
     return parser
 
 
@@ -96,6 +99,11 @@ def _main(argv: Sequence[str] | None) -> int:
     apply_log_level(args)
     if getattr(args, "include_upstream", False) and args.job:
         return fail("--include-upstream applies to --select, not to --job")
+    if args.command == "logs":
+        try:
+            return logs_command(args)
+        except (UsageError, *RIVERS_ERRORS) as exc:
+            return fail(str(exc))
     if args.command != "materialize":
         from rivers.cli.runs import distributed_command
 
@@ -121,12 +129,16 @@ def materialize(args: argparse.Namespace) -> int:
         progress = RunProgress()
         start = prepare(repo, args, progress)
         console = make_console()
+        live = LiveLogs(progress, console)  # step logs: kept in the runs directory, WARNING+ shown live
+        from rivers.run import listening
         try:
-            with display(console, progress):
+            with display(console, progress), listening(live), live:
                 result = _guarded(start)
         except KeyboardInterrupt:  # Ctrl-C: what ran so far, and which run it was
+            live.end("interrupted")
             print_interrupted(console, progress)
             return EXIT_INTERRUPTED
+        live.end("succeeded" if result.success else "failed")
         print_summary(console, progress, result)
         return EXIT_OK if result.success else EXIT_FAILED
     finally:

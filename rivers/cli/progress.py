@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
@@ -18,12 +19,14 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from rivers.plan import Step
-    from rivers.results import RunResult, StepResult
+    from rivers.results import LogEntry, RunResult, StepResult
 
-STYLES = {"succeeded": "green", "failed": "bold red", "skipped": "yellow", "running": "cyan", "pending": "dim"}
+STYLES = {"succeeded": "green", "failed": "bold red", "skipped": "yellow", "running": "cyan", "queued": "blue",
+          "pending": "dim"}
 MAX_TABLE_ROWS = 60  # beyond this, succeeded steps are folded into one line; failures are always listed
 MAX_RUNNING_NAMES = 8
 MAX_TRACEBACKS = 3
+MAX_OUTPUT_LINES = 200  # a failed step's captured output under the summary: its last lines
 
 
 @dataclass
@@ -34,6 +37,7 @@ class StepRow:
     duration_s: float | None = None
     error: str = ""
     traceback: str = ""
+    logs: list[LogEntry] = field(default_factory=list)
 
 
 class RunProgress:
@@ -60,8 +64,8 @@ class RunProgress:
                 return
             if result is not None and self.run_id is None:
                 self.run_id = result.run_id or None
-            if event == "started":
-                row.status = "running"
+            if event == "started":  # handed to its executor; "running" once a process starts it (mark_running)
+                row.status = "queued"
             elif event == "skipped":
                 row.status = "skipped"
                 row.error = self._skip_reason(step.key)
@@ -72,6 +76,14 @@ class RunProgress:
                     if result.error is not None:
                         row.error = result.error.summary()
                         row.traceback = result.error.traceback
+                    row.logs = list(result.logs)
+
+    def mark_running(self, key: str) -> None:
+        """A process started the step (its "running" record); a step already finished stays finished."""
+        with self._lock:
+            row = self.rows.get(key)
+            if row is not None and row.status in ("pending", "queued"):
+                row.status = "running"
 
     def _skip_reason(self, key: str) -> str:
         culprits = [up for up in sorted(self.upstreams.get(key, ())) if self.rows.get(up, StepRow(up)).status
@@ -101,6 +113,7 @@ class RunProgress:
         )
         line = Text.assemble(
             (f"{counts['succeeded']} done", STYLES["succeeded"]), "  ",
+            (f"{counts['queued']} queued", STYLES["queued"] if counts["queued"] else "dim"), "  ",
             (f"{counts['running']} running", STYLES["running"]), "  ",
             (f"{counts['failed']} failed", STYLES["failed"] if counts["failed"] else "dim"), "  ",
             (f"{counts['skipped']} skipped", STYLES["skipped"] if counts["skipped"] else "dim"),
@@ -156,6 +169,11 @@ class RunProgress:
         failed = [row for row in self.rows.values() if row.status == "failed" and row.traceback]
         return [(row.key, row.traceback.rstrip()) for row in failed[:MAX_TRACEBACKS]]
 
+    def failed_outputs(self) -> list[tuple[str, list[LogEntry]]]:
+        """(step, captured output) of the first failed steps that printed or logged anything."""
+        failed = [row for row in self.ordered_rows() if row.status == "failed" and row.logs]
+        return [(row.key, row.logs) for row in failed[:MAX_TRACEBACKS]]
+
     def final_line(self, result: RunResult) -> Text:
         counts = self.counts()
         verdict = ("succeeded", "bold green") if result.success else ("failed", "bold red")
@@ -193,7 +211,27 @@ def print_summary(console: Console, progress: RunProgress, result: RunResult) ->
     for key, text in progress.tracebacks():
         console.print(Text(f"\ntraceback of step '{key}':", style="bold red"))
         console.print(Text(text), soft_wrap=True, highlight=False)
+    for key, entries in progress.failed_outputs():
+        console.print(Text(f"\noutput of step '{key}' ({len(entries)} lines):", style="bold red"))
+        if len(entries) > MAX_OUTPUT_LINES:
+            console.print(Text(f"... {len(entries) - MAX_OUTPUT_LINES} earlier lines: rivers logs {result.run_id} "
+                               f"{key}", style="dim"))
+        for entry in entries[-MAX_OUTPUT_LINES:]:
+            console.print(log_line(entry), soft_wrap=True, highlight=False)
     console.print(progress.final_line(result), soft_wrap=True)
+
+
+LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold red"}
+
+
+def log_line(entry: LogEntry, step: str | None = None, *, date: bool = False) -> Text:
+    """`[2026-12-01 ]12:51:47.431  [step]  WARNING  message` (stdout and stderr lines name their stream)."""
+    when = datetime.fromtimestamp(entry.created).strftime("%Y-%m-%d %H:%M:%S.%f" if date else "%H:%M:%S.%f")[:-3]
+    source = f"  {entry.logger}" if entry.logger in ("stdout", "stderr") else ""
+    return Text.assemble(
+        (when, "dim"), "  ", *(((step, "bold"), "  ") if step else ()),
+        (f"{entry.level:<7}", LEVEL_STYLES.get(entry.level, "")), (source, "dim"), "  ", entry.message,
+    )
 
 
 def print_interrupted(console: Console, progress: RunProgress) -> None:
@@ -204,4 +242,5 @@ def print_interrupted(console: Console, progress: RunProgress) -> None:
     console.print(Text.assemble(
         (run, "bold"), " ", ("interrupted", "bold yellow"),
         f": {counts['succeeded']} succeeded, {counts['failed']} failed, {counts['running']} running, "
-        f"{counts['pending']} not started, {time.monotonic() - progress.started:.2f}s"), soft_wrap=True)
+        f"{counts['queued']} queued, {counts['pending']} not started, "
+        f"{time.monotonic() - progress.started:.2f}s"), soft_wrap=True)
