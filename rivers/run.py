@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from rivers.coordinator.coordinator import Coordinator, RunListener
 from rivers.definitions.executors import Executor, Kubernetes
 from rivers.definitions.policies import RetryPolicy
+from rivers.distributed.history import embedded_record
 from rivers.exceptions import ConfigurationError
 from rivers.executors import executor_limits, queues_for
 from rivers.launch import check_launch, parse_launch
@@ -108,16 +109,17 @@ def execute_run(
     plan = build_plan(graph, request.outputs, executor, explicit, request.retry)
     warn_unused_compute(plan)
     queues = queues_for(plan, executor)
+    record = embedded_record(repository, request) if on_coordinator is None else None  # listed by `rivers runs`
     coordinator = Coordinator(
         run_id=request.run_id, plan=plan, queues=queues,
         resources=run_resources(repository, launch.resources), step_config=launch.steps,
-        listener=_listener_of([*_listeners, *([listener] if listener is not None else [])]),
+        listener=_listener_of([*_listeners, *(one for one in (listener, record) if one is not None)]),
         seed=seed, executor_limits=executor_limits(executor),
         pods=executor if isinstance(executor, Kubernetes) else None,
     )
     if on_coordinator is not None:
         on_coordinator(coordinator)
-    result = coordinator.execute()
+    result = coordinator.execute() if record is None else record.watch(coordinator.execute)
     if request.raise_on_error and not result.success:
         exc = coordinator.first_exception()
         if exc is not None:

@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve runs submitted through Redis (rivers submit, repo.submit), resume interrupted ones.",
         epilog=epilog(
             [defaults.REDIS_URL_ENV, defaults.SECRET_ENV, defaults.LOG_LEVEL_ENV, defaults.LOG_FORMAT_ENV,
-             "RIVERS_RUN_RETENTION_S", "RIVERS_PICKUP_TIMEOUT_S", "RIVERS_SECRETS_IN_SPECS"],
+             "RIVERS_RUN_RETENTION_S", "RIVERS_PICKUP_TIMEOUT_S", "RIVERS_UNSERVED_TIMEOUT_S",
+             "RIVERS_SECRETS_IN_SPECS"],
             [(EXIT_OK, "stopped by SIGTERM/SIGINT after the runs it owned ended"),
              (EXIT_FAILED, "stopped by a second signal or while Redis was unreachable; or lost Redis"),
              (EXIT_USAGE, "could not start: bad arguments, a repository that does not load, no Redis URL, "
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(parser)
     parser.add_argument("--repo", required=True, metavar="MODULE[:ATTR]",
-                        help="the CodeRepository to serve; ATTR defaults to 'repo' (required)")
+                        help="the CodeRepository to serve; ATTR defaults to 'repo' (required). It takes only runs "
+                             "submitted for this MODULE:ATTR: several coordinators may serve several repositories "
+                             "on one Redis")
     parser.add_argument("--redis-url", metavar="URL", help=f"the Redis to serve (default: ${defaults.REDIS_URL_ENV})")
     return parser
 
@@ -63,13 +66,15 @@ def serve(target: str, url: str) -> int:
     from rivers.cli.stopping import StopWatch, sigint_like_sigterm
     from rivers.distributed.connection import redacted
     from rivers.distributed.daemon import CoordinatorDaemon
+    from rivers.distributed.runs import repository_of
     from rivers.exceptions import ConfigurationError, ExecutionError
     from rivers.logs import get_logger
 
     StopWatch("coordinator", url, second_signal_exits=True).start()
     signal.signal(signal.SIGINT, sigint_like_sigterm)  # the daemon handles SIGTERM; Ctrl-C means the same
     try:
-        code = CoordinatorDaemon(url, load_repository(target)).serve()
+        repo = load_repository(target)
+        code = CoordinatorDaemon(url, repo, repository_of(target, repo)).serve()
         get_logger().info("coordinator.stopped", reason="a stop signal; the runs it owned have ended")
         return code
     except (UsageError, ConfigurationError, ExecutionError) as exc:

@@ -1,32 +1,64 @@
-"""`rivers submit`, `rivers runs`, `rivers run RUN_ID`: runs served by rivers-coordinator through Redis."""
+"""`rivers submit`, `rivers runs`, `rivers run RUN_ID`, `rivers cancel RUN_ID`: runs recorded in Redis (submitted to
+rivers-coordinator, or embedded runs made while RIVERS_REDIS_URL was set)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from rivers import defaults
 from rivers.cli import UsageError
+from rivers.cli.submit import add_submit_arguments
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
+# -- arguments (main.py builds the subcommands) -----------------------------------------------------
+def runs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON list, one object per run (default: a table)")
+    parser.add_argument("--limit", type=int, default=20, metavar="N", help="show the N latest runs (default: 20)")
+    parser.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status (default: all)")
+
+
+def run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_id", metavar="RUN_ID", help="a run id, as `rivers submit` and `rivers runs` print it")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (default: a table)")
+
+
+def cancel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_id", metavar="RUN_ID", help="a run id, as `rivers submit` and `rivers runs` print it")
+    parser.add_argument("--wait", action="store_true", help="wait until the run has ended (default: return once "
+                                                            "the cancel is recorded)")
+
+
+__all__ = ["add_submit_arguments", "cancel_arguments", "distributed_command", "run_arguments", "runs_arguments"]
+
+
+# -- dispatch ---------------------------------------------------------------------------------------
 def distributed_command(args: argparse.Namespace) -> int:
     from rivers.cli.main import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RIVERS_ERRORS, fail
-    from rivers.distributed.connection import connect, redis_url
+    from rivers.distributed.connection import check_reachable, connect, redis_url
 
     url = redis_url()
     if url is None:
         return fail(f"rivers {args.command} needs {defaults.REDIS_URL_ENV}, the Redis a rivers-coordinator serves")
     try:
         if args.command == "submit":
-            return submit(args, EXIT_OK, EXIT_FAILED)
-        from rivers.distributed.connection import check_reachable
+            from rivers.cli.submit import submit
 
+            return submit(args, EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED)
         check_reachable(url)
         client = connect(url)
         if args.command == "runs":
-            return show_runs(client)
-        return show_run(client, args.run_id)
+            return show_runs(client, args)
+        if args.command == "cancel":
+            return cancel(client, args)
+        return show_run(client, args)
     except (UsageError, *RIVERS_ERRORS) as exc:
         fail(str(exc))
         return EXIT_USAGE
@@ -35,55 +67,114 @@ def distributed_command(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-def submit(args: argparse.Namespace, ok: int, failed: int) -> int:
-    from rivers.cli.config import check_run_config, run_config
-    from rivers.cli.main import check_names, load_repository, selected
-
-    repo = load_repository(args.target)
-    selection = selected(args)
-    check_names(repo, selection, args.job)  # unknown names are usage errors before Redis is touched
-    config = run_config(args)
-    check_run_config(repo, config)  # so is a bad --config / --set
-    if args.job:
-        from rivers.distributed.runs import SubmittedRun, new_run_id
-        from rivers.distributed.runs import submit as submit_run
-
-        handle = submit_run(SubmittedRun(run_id=new_run_id(), job=args.job, config=config))
-    else:
-        handle = repo.submit(selection=selection, include_upstream=args.include_upstream, config=config)
-    print(handle.run_id)
-    if not args.wait:
-        return ok
-    result = handle.wait()
-    for name, message in result.failed_assets:
-        print(f"failed  {name}: {message}")
-    print(f"run {result.run_id}: {'succeeded' if result.success else 'failed'}")
-    return ok if result.success else failed
+def _unknown(run_id: str) -> UsageError:
+    return UsageError(f"no run '{run_id}' in Redis (runs are kept RIVERS_RUN_RETENTION_S="
+                      f"{defaults.RUN_RETENTION_S:g} s after they end; `rivers runs` lists them)")
 
 
-def show_runs(client: object) -> int:
-    from rivers.distributed.runs import list_runs
+# -- rivers runs ------------------------------------------------------------------------------------
+def show_runs(client: Any, args: argparse.Namespace) -> int:
+    from rivers.distributed.history import list_runs
 
-    for row in list_runs(client):
-        when = datetime.fromtimestamp(float(row["created_at"])).isoformat(sep=" ", timespec="seconds")
-        print(f"{row['run_id']}  {row['status']:<10} {when}  {row['owner']}")
+    if args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {args.limit}")
+    runs = list_runs(client, limit=args.limit, status=args.status)
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    header = ("RUN ID", "STATUS", "REPOSITORY", "STARTED", "DURATION", "STEPS", "ERROR")
+    rows = [(run["run_id"], run["status"], run["repository"] or "-", _when(run["started_at"] or run["created_at"]),
+             _duration(run["duration_s"]), _steps(run["steps"]), _one_line(run["error"]))
+            for run in runs]
+    _table(header, rows)
+    if not runs:
+        print("(no runs" + (f" with status {args.status}" if args.status else "") + ")")
     return 0
 
 
-def show_run(client: object, run_id: str) -> int:
-    from rivers.distributed.runs import events
+def _steps(counts: dict[str, int]) -> str:
+    """`3/5 ok, 1 failed, 1 skipped`: succeeded of all, then what did not succeed."""
+    text = f"{counts.get('succeeded', 0)}/{counts.get('total', 0)} ok"
+    for status in ("failed", "skipped", "running"):
+        if counts.get(status):
+            text += f", {counts[status]} {status}"
+    return text
+
+
+# -- rivers run RUN_ID -----------------------------------------------------------------------------
+def show_run(client: Any, args: argparse.Namespace) -> int:
+    from rivers.distributed.history import run_detail
+
+    detail = run_detail(client, args.run_id)
+    if detail is None:
+        raise _unknown(args.run_id)
+    if args.json:
+        print(json.dumps(detail, indent=2))
+        return 0
+    print(f"run {detail['run_id']}: {detail['status']}")
+    for label, value in (("repository", detail["repository"] or "-"), ("kind", detail["kind"]),
+                         ("created", _when(detail["created_at"])), ("started", _when(detail["started_at"])),
+                         ("duration", _duration(detail["duration_s"])), ("steps", _steps(detail["steps"])),
+                         ("owner", detail["owner"] or "-")):
+        print(f"  {label:<11}{value}")
+    if detail["error"]:
+        print(f"  {'error':<11}{_one_line(detail['error'], 200)}")
+    print()
+    header = ("STEP", "STATUS", "ATTEMPTS", "WORKER", "REASON", "DURATION", "ERROR")
+    rows = [(step["step"], step["status"], str(step["attempts"]), step.get("worker") or "-",
+             step.get("reason") or "-", _duration(step.get("duration_s")), _one_line(step.get("error")))
+            for step in detail["step_runs"]]
+    _table(header, rows)
+    return 0
+
+
+# -- rivers cancel RUN_ID ---------------------------------------------------------------------------
+def cancel(client: Any, args: argparse.Namespace) -> int:
+    from rivers.distributed.runs import FINAL, cancel_run
     from rivers.queues import keys
 
-    record = client.hgetall(keys.run_key(run_id))  # type: ignore[attr-defined]
-    if not record:
-        raise UsageError(f"no run '{run_id}' in Redis (runs are kept RIVERS_RUN_RETENTION_S="
-                         f"{defaults.RUN_RETENTION_S:g} s after they end)")
-    print(f"run {run_id}: {record[b'status'].decode()}")
-    for event in events(client, run_id):
-        when = datetime.fromtimestamp(event["time"]).isoformat(sep=" ", timespec="milliseconds")
-        error = f"  {event['error']}" if "error" in event else ""
-        print(f"{when}  {event['event']:<10} {event['step']}{error}")
+    before = cancel_run(client, args.run_id)
+    if before is None:
+        raise _unknown(args.run_id)
+    if before in FINAL:
+        print(f"run {args.run_id} already ended: {before}; nothing to cancel")
+        return 0
+    if before == "queued" and client.hget(keys.run_key(args.run_id), "status") == b"cancelled":
+        print(f"run {args.run_id} cancelled (no coordinator had started it)")
+        return 0
+    print(f"run {args.run_id}: cancel requested; its coordinator withdraws its queued steps and stops it")
+    if args.wait:
+        while (status := (client.hget(keys.run_key(args.run_id), "status") or b"").decode()) not in FINAL:
+            client.blpop([keys.run_done_key(args.run_id)], timeout=1)
+        print(f"run {args.run_id} {status}")
     return 0
 
 
-__all__ = ["distributed_command"]
+# -- formatting ------------------------------------------------------------------------------------
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Left-aligned columns, two spaces apart; the last column is never padded."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp).isoformat(sep=" ", timespec="seconds")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return time.strftime("%H:%M:%S", time.gmtime(seconds))
+
+
+def _one_line(text: str | None, limit: int = 100) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -1,13 +1,16 @@
 """rivers-coordinator: serve runs submitted through Redis; take over runs whose coordinator died.
 
-    BLPOP rivers:submitted ─┐  every WATCH_INTERVAL_S: runs in rivers:runs:active whose owner lease is gone
+    BLPOP rivers:submitted:<repo> ─┐  every WATCH_INTERVAL_S: runs in rivers:runs:active whose owner lease is gone
                             ▼                                         │
                  SET rivers:run:<id>:owner NX PX ◄────────────────────┘  (only one coordinator wins)
                             ▼
        thread per run: plan -> Coordinator(seed = stored final results) -> queues (Redis)
             listener: events -> rivers:run:<id>:events, final results -> rivers:run:<id>:steps
             taken over: the steps' latest jobs still queued, running or reported are adopted, not re-sent
-       heartbeat thread: renew the owner lease of every run this process owns (ownership.py)
+       heartbeat thread: renew the owner lease of every run this process owns (ownership.py), and
+                         SET rivers:serving:<repo> PX: `rivers submit` can tell a run nobody serves
+    cancel: flagged on the run's hash; its queued steps are withdrawn, nothing more is dispatched (every
+            step put after that fails at once, reason `cancelled`), the run ends `cancelled`
     run end: one MULTI: final record, done, SREM rivers:runs:active, every key of the run PEXPIREs
              RUN_RETENTION_S, runs index trimmed. Idle, a coordinator sends 2 commands a second.
 
@@ -15,6 +18,9 @@ Ownership is fenced (ownership.py): taking a run increments its token, and every
 for a run (dispatching steps, recording events and results, ending it) is refused once the token has moved
 on. A coordinator paused past its lease therefore stands down (`run.stood_down`) the moment it notices,
 writing nothing, and goes on serving its other runs.
+
+A coordinator serves only runs of its own repository (MODULE:ATTR); a run an older client submitted without
+one goes to any coordinator.
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ from rivers import defaults
 from rivers.coordinator.coordinator import Coordinator
 from rivers.definitions.repository import CodeRepository
 from rivers.distributed.connection import check_reachable, connect
+from rivers.distributed.history import EMBEDDED, Tally, planned_entry, step_entry, worker_of
 from rivers.distributed.ownership import Ownership
-from rivers.distributed.runs import FINAL, SubmittedRun, end_run, trim_index
+from rivers.distributed.runs import FINAL, SubmittedRun, end_run, fail_unserved, serving, trim_index
 from rivers.exceptions import ExecutionError, FencedOut
 from rivers.logs import get_logger
 from rivers.plan import Step
 from rivers.queues import keys
+from rivers.queues.base import StepQueue, StepRequest
 from rivers.results import RunResult, StepResult
 from rivers.run import execute_run
 
@@ -44,12 +52,19 @@ class _CancelledBeforeStart(ExecutionError):
     """RunHandle.cancel reached a run before any coordinator started it: it ends as cancelled, unrun."""
 
 
+class RunCancelled(ExecutionError):
+    """`rivers cancel` / RunHandle.cancel stopped the run this step belonged to."""
+
+
 class CoordinatorDaemon:
-    def __init__(self, url: str, repo: CodeRepository) -> None:
+    def __init__(self, url: str, repo: CodeRepository, repository: str) -> None:
         self.url = url
         self.repo = repo
+        self.repository = repository  # MODULE:ATTR, normalised: the runs this process serves
         self.name = f"coordinator-{uuid.uuid4().hex[:8]}"
-        self.log = get_logger().bind(coordinator=self.name)
+        self.log = get_logger().bind(coordinator=self.name, repository=repository)
+        self._cancelled: set[str] = set()
+        self._tallies: dict[str, Tally] = {}
         self.client: Any = None
         self.ownership: Ownership | None = None
         self._owned: dict[str, int] = {}  # run id -> the ownership token this process drives it with
@@ -67,12 +82,14 @@ class CoordinatorDaemon:
         self._adopt_unlisted_runs()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stopping", True))
+        self._advertise()
         threading.Thread(target=self._heartbeat_loop, name="rivers-run-leases", daemon=True).start()
         self.log.info("coordinator.started")
         last_scan = 0.0
+        inboxes = [keys.submitted_key(self.repository), keys.SUBMITTED]
         while not self._stopping:
             try:
-                popped = self.client.blpop([keys.SUBMITTED], timeout=defaults.WATCH_INTERVAL_S)
+                popped = self.client.blpop(inboxes, timeout=defaults.WATCH_INTERVAL_S)
                 if popped is not None:
                     self._try_start(popped[1].decode(), resumed=False)
                 if time.monotonic() - last_scan >= defaults.WATCH_INTERVAL_S:
@@ -81,14 +98,30 @@ class CoordinatorDaemon:
             except Exception as exc:  # noqa: BLE001 - Redis down past the retries: keep serving once it is back
                 self.log.warning("coordinator.redis_error", error=repr(exc))
                 time.sleep(defaults.REDIS_BACKOFF_CAP_S)
+        self._withdraw_advertisement()
         while self._owned:  # SIGTERM: finish the runs this process owns
             time.sleep(0.1)
         return 0
 
+    def _advertise(self) -> None:
+        """This process serves its repository (for `rivers submit`'s check), for LEASE_MS unless renewed."""
+        self.client.set(keys.serving_key(self.repository), self.name, px=defaults.LEASE_MS)
+
+    def _withdraw_advertisement(self) -> None:
+        try:  # only our own advertisement: another coordinator of this repository may have renewed it since
+            if self.client.get(keys.serving_key(self.repository)) == self.name.encode():
+                self.client.delete(keys.serving_key(self.repository))
+        except Exception:  # noqa: BLE001 - Redis gone: the key expires by itself
+            pass
+
+    def _serves(self, repository: bytes | None) -> bool:
+        return repository is None or repository.decode() == self.repository
+
     # -- owning runs ----------------------------------------------------------------------------
     def _try_start(self, run_id: str, resumed: bool) -> None:
-        status = self.client.hget(keys.run_key(run_id), "status")
-        if status not in (b"queued", b"running"):
+        status, repository, kind = self.client.hmget(keys.run_key(run_id), "status", keys.RUN_REPOSITORY,
+                                                     keys.RUN_KIND)
+        if status not in (b"queued", b"running") or kind == EMBEDDED.encode() or not self._serves(repository):
             return
         assert self.ownership is not None
         token = self.ownership.take(run_id)
@@ -112,16 +145,26 @@ class CoordinatorDaemon:
         pipe = self.client.pipeline(transaction=False)
         for run_id in others:
             pipe.exists(keys.run_owner_key(run_id))
-            pipe.hget(keys.run_key(run_id), "status")
+            pipe.hmget(keys.run_key(run_id), "status", keys.RUN_REPOSITORY, "created_at")
         replies = pipe.execute()
         gone = []
-        for run_id, owned, status in zip(others, replies[0::2], replies[1::2], strict=True):
+        for run_id, owned, (status, repository, created) in zip(others, replies[0::2], replies[1::2], strict=True):
             if status is None or status.decode() in FINAL:
                 gone.append(run_id)  # expired, or ended by a coordinator of an older version
-            elif not owned:
+            elif owned:
+                continue
+            elif self._serves(repository):
                 self._try_start(run_id, resumed=True)
+            elif status == b"queued" and time.time() - float(created or 0) > defaults.UNSERVED_TIMEOUT_S:
+                self._fail_if_unserved(run_id, repository.decode())
         if gone:
             self.client.srem(keys.RUNS_ACTIVE, *gone)
+
+    def _fail_if_unserved(self, run_id: str, repository: str) -> None:
+        """A run of another repository waited UNSERVED_TIMEOUT_S and no coordinator serves it: say so."""
+        if not serving(self.client, repository) and fail_unserved(self.client, run_id, repository):
+            self.log.warning("run.unserved", run_id=run_id, run_repository=repository,
+                             timeout_s=defaults.UNSERVED_TIMEOUT_S)
 
     def _adopt_unlisted_runs(self) -> None:
         """Once at start: runs in the index that have not ended but are not in the active set (submitted
@@ -131,9 +174,9 @@ class CoordinatorDaemon:
             chunk = run_ids[start:start + 1000]
             pipe = self.client.pipeline(transaction=False)
             for run_id in chunk:
-                pipe.hget(keys.run_key(run_id), "status")
-            live = [r for r, status in zip(chunk, pipe.execute(), strict=True)
-                    if status is not None and status.decode() not in FINAL]
+                pipe.hmget(keys.run_key(run_id), "status", keys.RUN_KIND)
+            live = [r for r, (status, kind) in zip(chunk, pipe.execute(), strict=True)
+                    if status is not None and status.decode() not in FINAL and kind != EMBEDDED.encode()]
             if live:
                 self.client.sadd(keys.RUNS_ACTIVE, *live)
 
@@ -142,9 +185,11 @@ class CoordinatorDaemon:
             time.sleep(defaults.HEARTBEAT_S)
             with self._lock:
                 owned = dict(self._owned)
-            if not owned:
-                continue
             try:
+                if not self._stopping:
+                    self._advertise()
+                if not owned:
+                    continue
                 assert self.ownership is not None
                 lost = set(self.ownership.renew(owned))
                 for run_id in lost:
@@ -166,10 +211,15 @@ class CoordinatorDaemon:
             coordinator.stand_down()
 
     def _cancel(self, run_id: str) -> None:
+        """Once: nothing more is dispatched (the queues fail every new step), queued and running steps fail."""
+        if run_id in self._cancelled:
+            return
+        self._cancelled.add(run_id)
+        self.log.info("run.cancelling", run_id=run_id)
         for queue in self._queues.get(run_id, []):
             hub = getattr(queue, "hub", None)
             if hub is not None:
-                hub.fail_run(run_id, ExecutionError("the run was cancelled"))
+                hub.fail_run(run_id, RunCancelled("the run was cancelled"))
 
     # -- one run ------------------------------------------------------------------------------------
     def _execute(self, run_id: str, token: int, resumed: bool) -> None:
@@ -188,18 +238,27 @@ class CoordinatorDaemon:
                 self._owned.pop(run_id, None)
                 self._queues.pop(run_id, None)
                 self._coordinators.pop(run_id, None)
+                self._tallies.pop(run_id, None)
+            self._cancelled.discard(run_id)
 
     def _outcome(self, run_id: str, token: int, resumed: bool) -> dict[str, Any]:
         """The final record of a run: run it, or say why it could not run."""
         try:
             if self.client.hget(keys.run_key(run_id), "cancel"):
                 raise _CancelledBeforeStart("the run was cancelled before it started")
+            self.client.hsetnx(keys.run_key(run_id), "started_at", time.time())
             result = self._run(run_id, token, resumed)
             cancelled = self.client.hget(keys.run_key(run_id), "cancel")
             status = "cancelled" if cancelled else "succeeded" if result.success else "failed"
-            return {"status": status, "result": json.dumps({"success": result.success,
-                                                            "materialized_assets": result.materialized_assets,
-                                                            "failed_assets": result.failed_assets})}
+            record = {"status": status, "result": json.dumps({"success": result.success,
+                                                              "materialized_assets": result.materialized_assets,
+                                                              "failed_assets": result.failed_assets})}
+            if cancelled:
+                record["error"] = "cancelled (rivers cancel)"
+            tally = self._tallies.get(run_id)
+            if tally is not None and not resumed:  # a resumed run's events began before this process
+                record["counts"] = json.dumps(tally.counts())
+            return record
         except Exception as exc:  # noqa: BLE001 - a run that cannot start is a failed run, not a dead daemon
             cancelled = isinstance(exc, _CancelledBeforeStart)
             if not cancelled:
@@ -241,6 +300,8 @@ class CoordinatorDaemon:
             its previous owner had sent."""
             self._coordinators[run_id] = coordinator
             self._queues[run_id] = list(coordinator.queues.values())
+            coordinator.queues = {name: _Cancellable(queue, run_id, self._cancelled)
+                                  for name, queue in coordinator.queues.items()}
             jobs = {k.decode(): v.decode() for k, v in self.client.hgetall(keys.run_jobs_key(run_id)).items()} \
                 if resumed else {}
             for queue in coordinator.queues.values():
@@ -256,17 +317,60 @@ class CoordinatorDaemon:
     def _recorder(self, run_id: str, token: int) -> Any:
         assert self.ownership is not None
         ownership = self.ownership
+        tally = self._tallies[run_id] = Tally()
+        planned: list[Step] = []
 
-        def record(event: str, step: Step, result: StepResult | None) -> None:
-            if event == "planned":
-                return
-            entry: dict[str, Any] = {"event": event, "step": step.key, "time": time.time()}
-            if result is not None:
-                entry["attempt"] = result.attempt
-                if result.error is not None:
-                    entry["error"] = result.error.summary()
-            result_json = result.model_dump_json() if result is not None else ""
-            if not ownership.record(run_id, token, json.dumps(entry), step.key, result_json):
+        def write(entry: dict[str, Any], step_key: str, result_json: str) -> None:
+            tally.add(entry)
+            if not ownership.record(run_id, token, json.dumps(entry), step_key, result_json):
                 raise FencedOut(f"run {run_id} is owned by another coordinator now")
 
+        def record(event: str, step: Step, result: StepResult | None) -> None:
+            if event == "planned":  # the plan is written once, with the first step that moves
+                planned.append(step)
+                return
+            if planned:
+                write(planned_entry(planned), "", "")
+                planned.clear()
+            worker = None
+            if result is not None:
+                worker = worker_of(self.client, run_id, step.key) or f"{self.name} (in process)"
+            result_json = result.model_dump_json() if result is not None else ""
+            write(step_entry(event, step, result, worker), step.key, result_json)
+
         return record
+
+
+class _Cancellable:
+    """A run's step queue that, once the run is cancelled, fails every step put on it (reason `cancelled`)
+    and marks the failures its steps report meanwhile as cancelled too (never retried: RunState)."""
+
+    def __init__(self, queue: StepQueue, run_id: str, cancelled: set[str]) -> None:
+        self.queue = queue
+        self.executor = queue.executor
+        self.run_id = run_id
+        self.cancelled = cancelled
+        self.hub = getattr(queue, "hub", None)
+
+    def put(self, request: StepRequest) -> None:
+        if self.run_id in self.cancelled:
+            call = request.call
+            request.report(StepResult.failed(call.run_id, call.step_key, call.attempt,
+                                             [slot.name for slot in call.outputs],
+                                             RunCancelled("the run was cancelled"), reason="cancelled"))
+            return
+        report = request.report
+
+        def reported(result: StepResult) -> None:
+            if result.status == "failed" and result.error is not None and self.run_id in self.cancelled:
+                error = result.error.model_copy(update={"reason": "cancelled"})
+                result = result.model_copy(update={"error": error}).with_exception(result.exception)
+            report(result)
+
+        self.queue.put(StepRequest(request.step, request.call, reported))
+
+    def flush(self) -> None:
+        self.queue.flush()
+
+    def cancel_run(self, run_id: str) -> None:
+        self.queue.cancel_run(run_id)

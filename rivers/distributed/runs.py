@@ -4,6 +4,11 @@ A run record is a hash (status, request, result, owner); its steps' final result
 step's latest attempt and its events live beside it (keys.py). The coordinator that owns a run holds a
 lease on it; a run whose lease expired is taken over by another coordinator (daemon.py).
 
+A run is for one repository (MODULE:ATTR, `normalise_target`): it is pushed on that repository's submitted list
+and only coordinators serving it take it. Each of them renews keys.serving_key(repository) with its heartbeat;
+a run still queued after UNSERVED_TIMEOUT_S while no coordinator serves its repository ends failed, saying so
+(`fail_unserved`: by the waiting `rivers submit --wait`, or by any coordinator's scan).
+
 Redis stays bounded: a run's id is in the active set (keys.RUNS_ACTIVE) from its submission to its end,
 and its end (one MULTI with the final record) sets every key of the run to expire RUN_RETENTION_S later
 and trims the runs index (keys.RUNS) of runs submitted longer ago than that.
@@ -12,10 +17,11 @@ and trims the runs index (keys.RUNS) of runs submitted longer ago than that.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rivers import defaults
 from rivers.distributed.connection import check_reachable, connect, redis_url
@@ -23,14 +29,23 @@ from rivers.exceptions import ConfigurationError, ExecutionError
 from rivers.queues import keys
 from rivers.results import RunResult, StepResult
 
+if TYPE_CHECKING:
+    from rivers.definitions.repository import CodeRepository
+
 FINAL = ("succeeded", "failed", "cancelled")
-# Flag a run as cancelled only while it has not ended: an HSET on an expired record would recreate it forever.
+# Cancel a run that has not ended. Queued and owned by nobody: it ends here, cancelled (a coordinator that takes
+# it later finds it ended). Otherwise flag it: its coordinator stops it. An HSET on an expired record would recreate
+# it forever, so a missing record is left alone. KEYS: run hash, owner key. -> the status before, or nil.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 0 end
-for _, final in ipairs(ARGV) do if status == final then return 0 end end
+if not status then return nil end
+for _, final in ipairs(ARGV) do if status == final then return status end end
+if status == 'queued' and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error', 'cancelled before any coordinator started it')
+  return 'queued'
+end
 redis.call('HSET', KEYS[1], 'cancel', '1')
-return 1
+return status
 """
 
 
@@ -46,6 +61,7 @@ class SubmittedRun:
     retry: str | None = None
     job: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    repository: str | None = None  # MODULE:ATTR; None (an older client): any coordinator serves it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -63,12 +79,14 @@ def submit(request: SubmittedRun, url: str | None = None) -> RunHandle:
     check_reachable(url)
     client = connect(url)
     now = time.time()
+    record: dict[Any, Any] = {"status": "queued", "request": request.to_json(), "created_at": now, "updated_at": now}
+    if request.repository:
+        record[keys.RUN_REPOSITORY] = request.repository
     pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.run_key(request.run_id), mapping={"status": "queued", "request": request.to_json(),
-                                                     "created_at": now, "updated_at": now})
+    pipe.hset(keys.run_key(request.run_id), mapping=record)
     pipe.zadd(keys.RUNS, {request.run_id: now})
     pipe.sadd(keys.RUNS_ACTIVE, request.run_id)
-    pipe.rpush(keys.SUBMITTED, request.run_id)
+    pipe.rpush(keys.submitted_key(request.repository) if request.repository else keys.SUBMITTED, request.run_id)
     pipe.execute()
     return RunHandle(request.run_id, client)
 
@@ -77,11 +95,70 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
+# -- which repository a run is for ------------------------------------------------------------------
+def normalise_target(target: str) -> str:
+    """`shop` -> `shop:repo`, `shop:repo ` -> `shop:repo`: the name runs and coordinators are matched by."""
+    module, _, attr = target.strip().partition(":")
+    return f"{module.strip()}:{attr.strip() or 'repo'}"
+
+
+def repository_of(target: str, repo: CodeRepository) -> str:
+    """The repository name of a command-line target: MODULE:ATTR as given, normalised; a target given as a
+    file path is named by the module it was imported as."""
+    if "/" in target or target.partition(":")[0].endswith(".py"):
+        return repository_name(repo) or normalise_target(target)
+    return normalise_target(target)
+
+
+def repository_name(repo: CodeRepository) -> str | None:
+    """MODULE:ATTR of an imported module holding `repo` (a script run as __main__ is named by its file)."""
+    found = None
+    for name, module in list(sys.modules.items()):
+        for attr, value in list(getattr(module, "__dict__", {}).items()):
+            if value is repo and not attr.startswith("_"):
+                if name != "__main__":
+                    return f"{name}:{attr}"
+                file = getattr(module, "__file__", None)
+                if file:
+                    found = f"{file.rsplit('/', 1)[-1].removesuffix('.py')}:{attr}"
+    return found
+
+
+def unserved_message(repository: str) -> str:
+    return f"no rivers-coordinator serves {repository}; start one with rivers-coordinator --repo {repository}"
+
+
+def serving(client: Any, repository: str) -> bool:
+    """Whether a live coordinator serves `repository` (its heartbeat renews the key)."""
+    return bool(client.exists(keys.serving_key(repository)))
+
+
+def fail_unserved(client: Any, run_id: str, repository: str) -> bool:
+    """End a run still queued and unowned as failed because no coordinator serves its repository."""
+    message = unserved_message(repository)
+
+    def end(pipe: Any) -> bool:
+        status = pipe.hget(keys.run_key(run_id), "status")
+        if status != b"queued" or pipe.exists(keys.run_owner_key(run_id)) or serving(pipe, repository):
+            return False
+        pipe.multi()
+        end_run(pipe, run_id, {"status": "failed", "error": message, "ended_at": time.time(),
+                               "result": _no_result(message)})
+        return True
+
+    return bool(client.transaction(end, keys.run_key(run_id), keys.run_owner_key(run_id),
+                                   keys.serving_key(repository), value_from_callable=True))
+
+
+def _no_result(error: str) -> str:
+    return json.dumps({"success": False, "materialized_assets": [], "failed_assets": [["<run>", error]]})
+
+
 def end_run(pipe: Any, run_id: str, record: dict[str, Any]) -> None:
     """Queue on `pipe` (a MULTI) the end of a run: its final record, the wake-up of `RunHandle.wait`, and
     what keeps Redis bounded (out of the active set, every key expiring, the index trimmed)."""
     now = time.time()
-    pipe.hset(keys.run_key(run_id), mapping={**record, "updated_at": now})
+    pipe.hset(keys.run_key(run_id), mapping={"ended_at": now, **record, "updated_at": now})
     pipe.rpush(keys.run_done_key(run_id), "1")
     pipe.delete(keys.run_owner_key(run_id))
     pipe.srem(keys.RUNS_ACTIVE, run_id)
@@ -129,7 +206,23 @@ class RunHandle:
 
         A run that already ended, or whose record expired, is left as it is.
         """
-        self._client.eval(_CANCEL, 1, keys.run_key(self.run_id), *FINAL)
+        cancel_run(self._client, self.run_id)
+
+
+def cancel_run(client: Any, run_id: str) -> str | None:
+    """Cancel a run; its status before (a final one: nothing was done), or None for an unknown run.
+
+    A run queued and not yet taken by any coordinator ends cancelled at once; a running one is flagged, and its
+    coordinator withdraws its queued steps, dispatches nothing more, and ends it cancelled.
+    """
+    before = client.eval(_CANCEL, 2, keys.run_key(run_id), keys.run_owner_key(run_id), *FINAL)
+    if before is None:
+        return None
+    if before == b"queued" and client.hget(keys.run_key(run_id), "status") == b"cancelled":
+        pipe = client.pipeline(transaction=True)
+        end_run(pipe, run_id, {"status": "cancelled", "result": _no_result("the run was cancelled")})
+        pipe.execute()
+    return str(before.decode())
 
 
 def load_result(client: Any, run_id: str) -> RunResult:
@@ -141,21 +234,6 @@ def load_result(client: Any, run_id: str) -> RunResult:
              for key, value in client.hgetall(keys.run_steps_key(run_id)).items()}
     return RunResult(success=data["success"], run_id=run_id, materialized_assets=data["materialized_assets"],
                      failed_assets=[tuple(item) for item in data["failed_assets"]], step_results=steps)
-
-
-def list_runs(client: Any, limit: int = 50) -> list[dict[str, str]]:
-    """The latest runs, newest first: run id, status, created_at."""
-    run_ids = [r.decode() for r in client.zrevrange(keys.RUNS, 0, limit - 1)]
-    pipe = client.pipeline(transaction=False)
-    for run_id in run_ids:
-        pipe.hmget(keys.run_key(run_id), "status", "created_at", "owner")
-    rows = []
-    for run_id, (status, created, owner) in zip(run_ids, pipe.execute(), strict=True):
-        if status is None:
-            continue  # its record expired before the index was trimmed
-        rows.append({"run_id": run_id, "status": (status or b"?").decode(),
-                     "created_at": (created or b"0").decode(), "owner": (owner or b"").decode()})
-    return rows
 
 
 def events(client: Any, run_id: str) -> list[dict[str, Any]]:

@@ -1,0 +1,288 @@
+"""Runs as `rivers runs` and `rivers run RUN_ID` show them, read from their records in Redis; and the record of an
+embedded run (`repo.materialize` / `rivers materialize` with RIVERS_REDIS_URL set), so that it is listed too.
+
+A run's events (keys.run_events_key) are JSON entries written as its steps move:
+
+    {"event": "planned", "steps": [{"key", "outputs", "upstreams"}, ...]}          once, before the first step
+    {"event": "started", "step", "time"}                                            every attempt
+    {"event": "succeeded" | "failed", "step", "time", "attempt", "duration_s", "worker", "pid",
+     "error", "reason"}                                                              the step's final attempt
+    {"event": "skipped", "step", "time"}
+
+An embedded run's hash has kind=embedded: no coordinator takes it over, it is never in the active set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rivers import defaults
+from rivers.logs import get_logger
+from rivers.queues import keys
+
+if TYPE_CHECKING:
+    from rivers.definitions.repository import CodeRepository
+    from rivers.plan import Step
+    from rivers.results import RunResult, StepResult
+    from rivers.run import RunRequest
+
+STEP_STATES = ("succeeded", "failed", "skipped", "running", "pending")
+EMBEDDED = "embedded"
+
+
+# -- what a run's events say --------------------------------------------------------------------------------
+class Tally:
+    """The latest state of every step of a run, from its events in order."""
+
+    def __init__(self) -> None:
+        self.planned: list[dict[str, Any]] = []
+        self.steps: dict[str, dict[str, Any]] = {}
+
+    def add(self, entry: dict[str, Any]) -> None:
+        event = entry.get("event")
+        if event == "planned":
+            self.planned.extend(entry.get("steps", []))
+            for step in entry.get("steps", []):
+                self.steps.setdefault(step["key"], {"step": step["key"], "status": "pending", "attempts": 0})
+            return
+        key = entry.get("step")
+        if not key:
+            return
+        row = self.steps.setdefault(key, {"step": key, "status": "pending", "attempts": 0})
+        if event == "started":
+            row["attempts"] += 1
+            row["status"] = "running"
+            row["started_at"] = entry.get("time")
+        elif event in ("succeeded", "failed", "skipped"):
+            row["status"] = event
+            row["ended_at"] = entry.get("time")
+            for name in ("attempt", "duration_s", "worker", "pid", "error", "reason"):
+                if name in entry:
+                    row[name] = entry[name]
+            if "attempt" in entry:
+                row["attempts"] = entry["attempt"]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STEP_STATES, 0)
+        for row in self.steps.values():
+            counts[row["status"]] += 1
+        return {"total": len(self.steps), **counts}
+
+
+def tally(client: Any, run_id: str) -> Tally:
+    found = Tally()
+    for item in client.lrange(keys.run_events_key(run_id), 0, -1):
+        found.add(json.loads(item))
+    return found
+
+
+def step_entry(event: str, step: Step, result: StepResult | None, worker: str | None) -> dict[str, Any]:
+    """The event JSON of one step transition (shared by rivers-coordinator and embedded runs)."""
+    entry: dict[str, Any] = {"event": event, "step": step.key, "time": time.time()}
+    if result is not None:
+        entry.update(attempt=result.attempt, duration_s=round(result.duration_s, 6), pid=result.pid)
+        if worker:
+            entry["worker"] = worker
+        if result.error is not None:
+            entry.update(error=result.error.summary(), reason=result.error.reason)
+    return entry
+
+
+def planned_entry(steps: list[Step]) -> dict[str, Any]:
+    return {"event": "planned", "time": time.time(), "steps": [
+        {"key": s.key, "outputs": list(s.outputs), "upstreams": sorted(s.upstream_steps)} for s in steps]}
+
+
+def worker_of(client: Any, run_id: str, step_key: str) -> str | None:
+    """The worker (or pod) that held the lease of a step's latest job, while its job hash is kept."""
+    job_id = client.hget(keys.run_jobs_key(run_id), step_key)
+    if job_id is None:
+        return None
+    worker = client.hget(keys.job_key(job_id.decode()), keys.JOB_WORKER)
+    return worker.decode() if worker else None
+
+
+# -- reading runs -----------------------------------------------------------------------------------
+def _text(record: dict[bytes, bytes], field: str) -> str | None:
+    value = record.get(field.encode())
+    return value.decode() if value is not None else None
+
+
+def _number(record: dict[bytes, bytes], field: str) -> float | None:
+    value = _text(record, field)
+    return float(value) if value else None
+
+
+def failure_reason(record: dict[bytes, bytes]) -> str | None:
+    """Why a run did not succeed: the run's own error (it never started, nobody served it, it was cancelled),
+    else its first failed asset and that asset's error."""
+    error = _text(record, "error")
+    if error:
+        return error
+    result = _text(record, "result")
+    if result:
+        failed = json.loads(result).get("failed_assets") or []
+        if failed:
+            name, message = failed[0]
+            return f"{name}: {message}"
+    return None
+
+
+def summary(client: Any, run_id: str, record: dict[bytes, bytes]) -> dict[str, Any]:
+    """One run as `rivers runs --json` prints it."""
+    status = _text(record, "status") or "unknown"
+    counts_json = _text(record, "counts")
+    counts = json.loads(counts_json) if counts_json else tally(client, run_id).counts()
+    created, started, ended = (_number(record, f) for f in ("created_at", "started_at", "ended_at"))
+    if status not in ("succeeded", "failed", "cancelled"):
+        ended = None
+    begin = started or created
+    duration = None if begin is None else (ended or time.time()) - begin
+    return {
+        "run_id": run_id, "status": status, "repository": _text(record, keys.RUN_REPOSITORY),
+        "kind": _text(record, keys.RUN_KIND) or "submitted", "created_at": created, "started_at": started,
+        "ended_at": ended, "duration_s": None if duration is None else round(duration, 3), "steps": counts,
+        "error": None if status == "succeeded" else failure_reason(record), "owner": _text(record, "owner"),
+    }
+
+
+def list_runs(client: Any, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
+    """The latest runs, newest first (only those with `status`, if given)."""
+    found: list[dict[str, Any]] = []
+    start, batch = 0, max(limit, 50)
+    while len(found) < limit:
+        run_ids = [r.decode() for r in client.zrevrange(keys.RUNS, start, start + batch - 1)]
+        if not run_ids:
+            break
+        start += batch
+        pipe = client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hgetall(keys.run_key(run_id))
+        for run_id, record in zip(run_ids, pipe.execute(), strict=True):
+            if not record or (status is not None and record.get(b"status", b"").decode() != status):
+                continue  # expired before the index was trimmed, or not asked for
+            found.append(summary(client, run_id, record))
+            if len(found) == limit:
+                break
+    return found
+
+
+def run_detail(client: Any, run_id: str) -> dict[str, Any] | None:
+    """One run and its steps (attempts, worker or pod, reason, duration), or None for an unknown run."""
+    record = client.hgetall(keys.run_key(run_id))
+    if not record:
+        return None
+    found = tally(client, run_id)
+    order = {step["key"]: i for i, step in enumerate(found.planned)}
+    steps = sorted(found.steps.values(), key=lambda row: (order.get(row["step"], len(order)), row["step"]))
+    detail = summary(client, run_id, record)
+    detail["steps"] = found.counts() if not _text(record, "counts") else detail["steps"]
+    detail["step_runs"] = steps
+    return detail
+
+
+# -- embedded runs ------------------------------------------------------------------------------------
+class EmbeddedRecord:
+    """Records one embedded run in Redis as its steps move; never fails the run (Redis errors are logged)."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.tally = Tally()
+        self._planned: list[Step] = []
+        self._broken = False
+
+    def __call__(self, event: str, step: Step, result: StepResult | None) -> None:
+        if event == "planned":
+            self._planned.append(step)
+            return
+        entries = []
+        if self._planned:
+            entries.append(planned_entry(self._planned))
+            self._planned = []
+        worker = None
+        if result is not None:
+            worker = self._safely(lambda: worker_of(self.client, self.run_id, step.key)) or f"local (pid {result.pid})"
+        entries.append(step_entry(event, step, result, worker))
+        self._write(entries, step.key if result is not None else None, result)
+
+    def _write(self, entries: list[dict[str, Any]], key: str | None, result: StepResult | None) -> None:
+        for entry in entries:
+            self.tally.add(entry)
+
+        def write() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.rpush(keys.run_events_key(self.run_id), *[json.dumps(e) for e in entries])
+            if key is not None and result is not None:
+                pipe.hset(keys.run_steps_key(self.run_id), key, result.model_dump_json())
+            pipe.execute()
+
+        self._safely(write)
+
+    def _safely(self, action: Callable[[], Any]) -> Any:
+        if self._broken:
+            return None
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - the run goes on without its record
+            self._broken = True
+            get_logger().warning("run.record_failed", run_id=self.run_id, error=repr(exc))
+            return None
+
+    def watch(self, execute: Callable[[], RunResult]) -> RunResult:
+        """Run `execute` (the coordinator) and record how the run ended."""
+        try:
+            result = execute()
+        except BaseException as exc:
+            self._end({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            raise
+        failed = [[name, message] for name, message in result.failed_assets]
+        self._end({"status": "succeeded" if result.success else "failed", "result": json.dumps(
+            {"success": result.success, "materialized_assets": result.materialized_assets, "failed_assets": failed})})
+        return result
+
+    def _end(self, record: dict[str, Any]) -> None:
+        from rivers.distributed.runs import end_run
+
+        if self._planned:
+            self._write([planned_entry(self._planned)], None, None)
+            self._planned = []
+
+        def end() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            end_run(pipe, self.run_id, {**record, "counts": json.dumps(self.tally.counts())})
+            pipe.execute()
+
+        self._broken = False  # one last try: a run left "running" forever would mislead
+        self._safely(end)
+
+
+def embedded_record(repository: CodeRepository, request: RunRequest) -> EmbeddedRecord | None:
+    """With RIVERS_REDIS_URL set, a run made in this process is recorded where `rivers runs` reads."""
+    url = os.environ.get(defaults.REDIS_URL_ENV)
+    if not url:
+        return None
+    from rivers.distributed.connection import connect
+    from rivers.distributed.runs import repository_name
+
+    try:
+        client = connect(url)
+        now = time.time()
+        record: dict[Any, Any] = {"status": "running", keys.RUN_KIND: EMBEDDED, "created_at": now,
+                                  "started_at": now, "updated_at": now, "owner": f"embedded (pid {os.getpid()})"}
+        name = repository_name(repository)
+        if name:
+            record[keys.RUN_REPOSITORY] = name
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(keys.run_key(request.run_id), mapping=record)
+        pipe.pexpire(keys.run_key(request.run_id), max(1, int(defaults.RUN_RETENTION_S * 1000)))
+        pipe.zadd(keys.RUNS, {request.run_id: now})
+        pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - Redis down: the run itself says so soon enough
+        get_logger().warning("run.record_failed", run_id=request.run_id, error=repr(exc))
+        return None
+    return EmbeddedRecord(client, request.run_id)
