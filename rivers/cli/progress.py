@@ -113,8 +113,8 @@ class RunProgress:
         )
         line = Text.assemble(
             (f"{counts['succeeded']} done", STYLES["succeeded"]), "  ",
-            (f"{counts['queued']} queued", STYLES["queued"] if counts["queued"] else "dim"), "  ",
             (f"{counts['running']} running", STYLES["running"]), "  ",
+            (f"{counts['queued']} queued", STYLES["queued"] if counts["queued"] else "dim"), "  ",
             (f"{counts['failed']} failed", STYLES["failed"] if counts["failed"] else "dim"), "  ",
             (f"{counts['skipped']} skipped", STYLES["skipped"] if counts["skipped"] else "dim"),
         )
