@@ -7,7 +7,9 @@ which IO handler) or a resource.
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import sys
 import types
 import typing
 import warnings
@@ -356,8 +358,27 @@ class Resolver:
         if pname in self.resources:
             return Param(pname, "resource", pname, hint)
         raise GraphValidationError(
-            f"unresolved input '{pname}' of '{node.name}': no asset, task or resource has that name"
+            f"unresolved input '{pname}' of '{node.name}': {self._why_unresolved(node, pname, hint, producer)}"
         )
+
+    def _why_unresolved(self, node: ResolvedNode, pname: str, hint: Any, producer: dict[str, str]) -> str:
+        """What the user most likely meant: a definition left out of assets=[...], a resource under another
+        key, an undecorated function, or a close name."""
+        module = getattr(node.definition.fn, "__module__", None) or ""
+        value = getattr(sys.modules.get(module), pname, None)
+        if isinstance(value, NodeDefinition):
+            kind, listing = ("task", "tasks") if isinstance(value, Task) else ("asset", "assets")
+            return f"{kind} '{pname}' is defined in module {module} but not in the repository's {listing}=[...]"
+        if inspect.isfunction(value):
+            return f"'{pname}' in module {module} is a plain function, not an asset: decorate it with @rs.Asset"
+        by_type = [key for key, res in self.resources.items() if isinstance(hint, type) and isinstance(res, hint)]
+        if by_type:
+            return (f"a {hint.__name__} resource is registered under the key '{by_type[0]}', and resources are "
+                    f"injected by parameter name: name the parameter '{by_type[0]}' or register it as '{pname}'")
+        close = difflib.get_close_matches(pname, [*producer, *self.resources], n=3)
+        if close:
+            return f"no asset, task or resource has that name; did you mean {' or '.join(map(repr, close))}?"
+        return "no asset, task or resource has that name"
 
 
 def resolve_retry(

@@ -21,6 +21,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import os
 import sys
 import threading
 import traceback
@@ -414,7 +415,8 @@ def load_code(code: Code, step: str, allowed: Callable[[Any], bool], expected: s
         except BadSignature as exc:
             raise SpecError(f"step '{step}': {exc}") from exc
         except (Exception, SystemExit) as exc:  # import errors of user modules are of any type, even exits
-            raise SpecError(f"step '{step}': cannot load its code: {type(exc).__name__}: {exc}") from exc
+            raise SpecError(f"step '{step}': cannot load its code: {type(exc).__name__}: {exc}"
+                            f"{_searched(exc, code)}") from exc
         _code_cache[code] = found
     if not allowed(found):  # checked on every use: one object may be fine as a config type, not as a handler
         where = f"{code.module}:{code.qualname}" if isinstance(code, Ref) else "a pickled object"
@@ -500,6 +502,16 @@ def _hints(definition: NodeDefinition) -> dict[str, Any]:
         assert definition.fn is not None
         hints = _hints_cache[id(definition)] = type_hints_of(definition.fn)
     return hints
+
+
+def _searched(exc: BaseException, code: Code) -> str:
+    """Where this process looked for a step's module that is not there (its directory, its sys.path)."""
+    if not (isinstance(exc, ModuleNotFoundError) and isinstance(code, Ref) and exc.name
+            and (code.module == exc.name or code.module.startswith(exc.name + "."))):
+        return ""
+    searched = ", ".join(path or "''" for path in sys.path)
+    return (f"; start rivers-worker in the project's directory or add it with rivers-worker --path DIR (this "
+            f"process runs in {os.getcwd()} and searched sys.path: {searched})")
 
 
 def _import(module: str, qualname: str) -> Any:

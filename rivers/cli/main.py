@@ -8,6 +8,7 @@ went away (a closed pipe).
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -169,6 +171,7 @@ def load_repository(target: str) -> CodeRepository:
         raise UsageError(f"'{target}' is not MODULE[:ATTR] (e.g. examples.demo:repo)")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    module_name = module_of_path(module_name)
     module = _import(module_name)
     if not hasattr(module, attr):
         found = [n for n, v in vars(module).items() if isinstance(v, CodeRepository)]
@@ -180,15 +183,53 @@ def load_repository(target: str) -> CodeRepository:
     return repo
 
 
+def module_of_path(spec: str) -> str:
+    """`shop.py`, `./shop.py`, `pkg/shop.py`: the dotted module name of that file (its first directory that is
+    not a package goes first on sys.path). Anything else is already a module name."""
+    if not spec.endswith(".py") and "/" not in spec and os.sep not in spec:
+        return spec
+    path = Path(spec)
+    if not path.is_file():
+        siblings = sorted(str(p.relative_to(path.parent)) for p in path.parent.glob("*.py")) \
+            if path.parent.is_dir() else []
+        raise UsageError(f"no file '{spec}' (MODULE[:ATTR] or FILE.py[:ATTR]); "
+                         f"{_hint(path.name, siblings, 'Python files')}")
+    path = path.resolve()
+    parts = [] if path.stem == "__init__" else [path.stem]
+    root = path.parent
+    while (root / "__init__.py").is_file():
+        parts.insert(0, root.name)
+        root = root.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return ".".join(parts)
+
+
 def _import(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise UsageError(f"no module named '{name}' (searched {os.getcwd()} and sys.path)") from None
+            parent, dot, leaf = exc.name.rpartition(".")
+            close = difflib.get_close_matches(leaf, _modules_beside(exc.name), n=3)
+            meant = f"; did you mean {' or '.join(repr(parent + dot + c) for c in close)}?" if close else ""
+            raise UsageError(f"no module named '{name}' (searched {os.getcwd()} and sys.path){meant}") from None
         raise UsageError(f"importing '{name}' failed: {describe(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - the user's module raised while importing
         raise UsageError(f"importing '{name}' failed: {describe(exc)}") from None
+
+
+def _modules_beside(missing: str) -> list[str]:
+    """The module names next to one that is not there: in its package, else in the current directory."""
+    import pkgutil
+
+    parent, _, _ = missing.rpartition(".")
+    if parent:
+        package = sys.modules.get(parent)
+        paths = list(getattr(package, "__path__", []))
+    else:
+        paths = [os.getcwd()]
+    return sorted(info.name for info in pkgutil.iter_modules(paths))
 
 
 def describe(exc: BaseException) -> str:
@@ -227,12 +268,24 @@ def check_names(repo: CodeRepository, selection: list[str] | None, job: str | No
     for name in selection or []:
         if name not in names:
             raise UsageError(f"AssetNotFoundError: Asset '{name}' not found in the repository; "
-                             f"{_hint(name, sorted(names), 'assets and tasks')}")
+                             f"{_left_out(repo, name) or _hint(name, sorted(names), 'assets and tasks')}")
+
+
+def _left_out(repo: CodeRepository, name: str) -> str | None:
+    """`asset 'x' is defined in module m but not in the repository's assets=[...]`, when it is."""
+    from rivers.definitions.nodes import NodeDefinition
+    from rivers.definitions.tasks import Task
+
+    modules = {getattr(d.fn, "__module__", None) for d in repo._definitions if isinstance(d, NodeDefinition)}
+    for module in sorted(m for m in modules if m):
+        value = getattr(sys.modules.get(module), name, None)
+        if isinstance(value, NodeDefinition):
+            kind, listing = ("task", "tasks") if isinstance(value, Task) else ("asset", "assets")
+            return f"{kind} '{name}' is defined in module {module} but not in the repository's {listing}=[...]"
+    return None
 
 
 def _hint(name: str, known: list[str], what: str, shown: int = 12) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, known, n=3)
     if close:
         return f"did you mean {' or '.join(repr(c) for c in close)}?"

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="parallel: this worker's name in Redis and in RQ's view (rq info, rq-dashboard); "
                              "unique among live workers (default: HOST.PID.RANDOM)")
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty (default: keep waiting)")
+    parser.add_argument("--path", action="append", metavar="DIR", default=[],
+                        help="also import steps' modules from DIR, like `rq worker --path`; repeatable (default: "
+                             "only the current directory)")
     parser.add_argument("--step", metavar="STEP_ID",
                         help="the one step a pod runs, with --executor kubernetes (default: none: consume a queue)")
     launcher = parser.add_argument_group("pod launcher (--executor kubernetes without --step)")
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.step and args.executor != "kubernetes":
         parser.error("--step is for step pods: --executor kubernetes --step JOB_ID")
+    for directory in args.path:
+        if not os.path.isdir(directory):
+            parser.error(f"--path {directory}: not a directory")
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be at least 1")
     if args.name is not None:
@@ -88,11 +94,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"distributed mode needs --redis-url or ${defaults.REDIS_URL_ENV}")
     if os.getcwd() not in sys.path:  # steps are imported by module name, like `rivers materialize` does
         sys.path.insert(0, os.getcwd())
+    add_paths(args.path)
     try:
         return serve(args, url)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def add_paths(directories: list[str]) -> None:
+    """--path DIR: first on this process's sys.path and, through PYTHONPATH, on its step processes'."""
+    added = [os.path.abspath(directory) for directory in directories]
+    for directory in reversed(added):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+    if added:
+        inherited = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join([*added, *([inherited] if inherited else [])])
 
 
 def serve(args: argparse.Namespace, url: str) -> int:

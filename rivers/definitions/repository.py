@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -63,7 +64,7 @@ class CodeRepository:
                 for item in self._definitions:  # lazily, like everything but resources (API.md §3)
                     if not isinstance(item, NodeDefinition):
                         raise GraphValidationError(
-                            f"CodeRepository takes Asset, Task and BashTask definitions, got {type(item).__name__}"
+                            f"CodeRepository takes Asset, Task and BashTask definitions, got {_what(item)}"
                         )
                 if self._default_io_handler is not None and not isinstance(self._default_io_handler, BaseIOHandler):
                     raise ConfigurationError(
@@ -302,3 +303,11 @@ class CodeRepository:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _what(item: Any) -> str:
+    """How an entry that is not a definition is named: a function by its name, with the decorator it lacks."""
+    if inspect.isfunction(item):
+        return (f"function '{item.__name__}' (module {item.__module__}), which is not decorated: put @rs.Asset "
+                f"(or @rs.Task) on it")
+    return type(item).__name__

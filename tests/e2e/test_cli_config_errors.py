@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.conftest import WorkerProcesses
 from tests.e2e.test_cli import command, one_line_error
 
 pytestmark = pytest.mark.slow
@@ -177,3 +178,153 @@ def test_submit_checks_the_config_before_touching_redis(shop: Path, redis_url: s
     client = redis.Redis.from_url(redis_url)
     assert client.dbsize() == 0
     client.close()
+
+
+# -- a worker that cannot import a step's module -----------------------------------------------------
+ELSEWHERE = '''
+import os
+from pathlib import Path
+
+from obstore.store import LocalStore
+
+import rivers as rs
+
+
+@rs.Asset
+def where() -> int:
+    return os.getpid()
+
+
+repo = rs.CodeRepository([where], default_io_handler=rs.PickleIOHandler(LocalStore(str(Path("store").resolve()),
+                                                                                     mkdir=True)))
+'''
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_names_where_it_looked_and_path_adds_a_directory(
+    tmp_path: Path, redis_url: str, workers: WorkerProcesses
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "elsewhere_pipeline.py").write_text(ELSEWHERE)
+    environ = {"RIVERS_PICKUP_TIMEOUT_S": "30"}
+    lost = workers.start(redis_url, env=environ)  # started in the repository's root, not in the project
+    result = rivers(project, "materialize", "elsewhere_pipeline.py", url=redis_url)
+    assert result.returncode == 1, result.stderr
+    assert "ModuleNotFoundError: No module named 'elsewhere_pipeline'" in result.stdout
+    message = " ".join(result.stdout.split())  # the summary table wraps long errors
+    assert "searched sys.path:" in message
+    assert "rivers-worker --path DIR" in message
+    for process in lost:
+        process.terminate()
+        process.wait(30)
+    workers.start(redis_url, env=environ, extra=["--path", str(project)])
+    result = rivers(project, "materialize", "elsewhere_pipeline.py", url=redis_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- errors that point at the fix ------------------------------------------------------------------
+MISTAKES = '''
+import rivers as rs
+
+
+class Db(rs.Resource):
+    url: str = "sqlite://"
+
+
+def helper() -> int:
+    return 1
+
+
+@rs.Asset
+def orders() -> list[int]:
+    return [1]
+
+
+@rs.Asset
+def forgotten() -> int:
+    return 1
+
+
+@rs.Asset
+def typo(order: list[int]) -> int:
+    return 1
+
+
+@rs.Asset
+def needs_forgotten(forgotten: int) -> int:
+    return forgotten
+
+
+@rs.Asset
+def needs_helper(helper: int) -> int:
+    return helper
+
+
+@rs.Asset
+def by_type(db: Db) -> str:
+    return db.url
+
+
+typo_repo = rs.CodeRepository([orders, typo])
+left_out_repo = rs.CodeRepository([orders, needs_forgotten])
+plain_function_repo = rs.CodeRepository([orders, helper])
+helper_param_repo = rs.CodeRepository([needs_helper])
+resource_key_repo = rs.CodeRepository([by_type], resources={"database": Db()})
+repo = rs.CodeRepository([orders], default_executor=rs.Executor.in_process())
+'''
+
+
+@pytest.fixture
+def mistakes(tmp_path: Path) -> Path:
+    (tmp_path / "mistakes.py").write_text(MISTAKES)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["mistakes:typo_repo"], "unresolved input 'order' of 'typo': no asset, task or resource has that name; "
+                                 "did you mean 'orders'?"),
+        (["mistakes:left_out_repo"], "unresolved input 'forgotten' of 'needs_forgotten': asset 'forgotten' is "
+                                     "defined in module mistakes but not in the repository's assets=[...]"),
+        (["mistakes", "--select", "forgotten"], "Asset 'forgotten' not found in the repository; asset 'forgotten' "
+                                                "is defined in module mistakes but not in the repository's "
+                                                "assets=[...]"),
+        (["mistakes:plain_function_repo"], "got function 'helper' (module mistakes), which is not decorated: put "
+                                           "@rs.Asset (or @rs.Task) on it"),
+        (["mistakes:helper_param_repo"], "unresolved input 'helper' of 'needs_helper': 'helper' in module mistakes "
+                                         "is a plain function, not an asset: decorate it with @rs.Asset"),
+        (["mistakes:resource_key_repo"], "unresolved input 'db' of 'by_type': a Db resource is registered under "
+                                         "the key 'database', and resources are injected by parameter name: name "
+                                         "the parameter 'database' or register it as 'db'"),
+        (["mistakse"], "no module named 'mistakse'"),
+        (["mistakse"], "; did you mean 'mistakes'?"),
+        (["mistakse.py"], "no file 'mistakse.py' (MODULE[:ATTR] or FILE.py[:ATTR]); did you mean 'mistakes.py'?"),
+        (["mistakes:rpeo"], "module 'mistakes' has no attribute 'rpeo'"),
+    ],
+)
+def test_errors_point_at_the_fix(mistakes: Path, args: list[str], expected: str) -> None:
+    result = rivers(mistakes, "materialize", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in one_line_error(result)
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("target", ["mistakes.py", "./mistakes.py:repo", "mistakes.py:repo"])
+def test_a_file_path_is_understood(mistakes: Path, target: str) -> None:
+    result = rivers(mistakes, "materialize", target)
+    assert result.returncode == 0, result.stderr
+    assert "orders" in result.stdout
+
+
+def test_a_file_in_a_package_is_imported_as_its_module(tmp_path: Path) -> None:
+    package = tmp_path / "pipelines"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("VALUE = 7\n")
+    (package / "shop.py").write_text("import rivers as rs\n\nfrom .helpers import VALUE\n\n\n@rs.Asset\n"
+                                     "def seven() -> int:\n    return VALUE\n\n\n"
+                                     "repo = rs.CodeRepository([seven], default_executor=rs.Executor.in_process())\n")
+    result = rivers(tmp_path, "materialize", "pipelines/shop.py")  # a relative import inside works
+    assert result.returncode == 0, result.stderr
