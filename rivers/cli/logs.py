@@ -139,9 +139,21 @@ def _entry(record: dict[str, Any]) -> LogEntry:
 
 
 # -- rivers logs ------------------------------------------------------------------------------------------
+RUNS_DIR_HELP = (f"  {logs.RUNS_DIR_ENV}    where `rivers materialize` keeps each run's step logs "
+                 f"(default: {logs.DEFAULT_RUNS_DIR} under the current directory)")
+
+
+def with_runs_dir(parser: argparse.ArgumentParser) -> None:
+    """Name $RIVERS_RUNS_DIR among the environment variables of a command's help."""
+    head = "environment variables:\n"
+    if parser.epilog and head in parser.epilog:
+        parser.epilog = parser.epilog.replace(head, head + RUNS_DIR_HELP + "\n", 1)
+
+
 def add_logs_command(commands: Any, make: Any) -> None:
     """The `logs` subcommand (`make` is main's _command)."""
     sub = make(commands, "logs", "print the step logs of a run (local or submitted)")
+    with_runs_dir(sub)
     sub.description = (
         "Print what the steps of a run logged (context.log) and printed (stdout, stderr): time, step, level, "
         f"message. Runs made by `rivers materialize` keep their logs in ${logs.RUNS_DIR_ENV}/<run id>/{logs.LOG_FILE} "
@@ -234,5 +246,5 @@ def _redis(url: str, run_id: str, base: str, follow: bool) -> Iterator[tuple[str
         time.sleep(FOLLOW_POLL_S)
 
 
-__all__ = ["LiveLogs", "add_logs_command", "logs_command", "use_runs_dir"]
+__all__ = ["LiveLogs", "add_logs_command", "logs_command", "use_runs_dir", "with_runs_dir"]
 

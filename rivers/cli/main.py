@@ -28,7 +28,7 @@ from rivers import defaults, exceptions, logs
 from rivers.cli import UsageError
 from rivers.cli.common import EXIT_BROKEN_PIPE, HelpFormatter, add_common, apply_log_level, epilog, quiet_on_broken_pipe
 from rivers.cli.config import add_config_arguments, check_run_config, run_config
-from rivers.cli.logs import LiveLogs, add_logs_command, logs_command
+from rivers.cli.logs import LiveLogs, add_logs_command, logs_command, with_runs_dir
 from rivers.cli.progress import RunProgress, print_interrupted, print_summary
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = _command(commands, "materialize", "run a repository in this process, with progress")
+    with_runs_dir(run)
     _target_arguments(run)
     from rivers.cli.runs import add_submit_arguments, cancel_arguments, run_arguments, runs_arguments
 
