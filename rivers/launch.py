@@ -36,8 +36,10 @@ def parse_launch(config: dict[str, Any] | None) -> LaunchConfig:
         return LaunchConfig(steps={step: _step_config(step, value) for step, value in config.items()})
     unknown = [key for key in config if key not in SECTIONS]
     if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), SECTIONS, n=1)
+        meant = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigurationError(
-            f"run config has an unknown section '{unknown[0]}'; expected one of: {', '.join(SECTIONS)}"
+            f"run config has an unknown section '{unknown[0]}'{meant}; expected one of: {', '.join(SECTIONS)}"
         )
     steps = {step: _step_config(step, value) for step, value in (config.get("assets") or {}).items()}
     resources = dict(config.get("resources") or {})
@@ -100,8 +102,9 @@ def _check_step(graph: ResolvedGraph, name: str, fields: dict[str, Any], *, stri
         owner = graph.producer.get(name)
         if owner is not None:
             return [f"run config names '{name}', an output of '{owner}': configure '{owner}' instead"]
-        return [f"run config names '{name}', which is not an asset or task of the repository; "
-                f"{hint(name, sorted(graph.nodes))}"]
+        in_graphs = [node for node in graph.nodes if node.rpartition("/")[2] == name]  # a graph's task
+        meant = f"did you mean {' or '.join(map(repr, in_graphs))}?" if in_graphs else hint(name, sorted(graph.nodes))
+        return [f"run config names '{name}', which is not an asset or task of the repository; {meant}"]
     if not strict:
         return []
     label = f"{'task' if isinstance(node.definition, (Task, GraphTaskNode)) else 'asset'} '{name}'"

@@ -120,3 +120,29 @@ def test_set_merges_into_either_form() -> None:
     for bad in ("a=1", "a.=1", ".n=1", "a.n"):
         with pytest.raises(UsageError, match=r"expected ASSET\.FIELD=VALUE"):
             apply_set({}, bad)
+
+
+def test_a_graph_task_is_named_by_its_step_key() -> None:
+    @rs.Task
+    def count(context: rs.TaskExecutionContext[Cfg]) -> int:
+        return context.config.n
+
+    @rs.Asset.from_graph()
+    def counted() -> int:
+        return count()
+
+    repo = rs.CodeRepository([counted], default_executor=rs.Executor.in_process())
+    graph = repo._resolve()
+    assert check_launch(graph, {}, {"count": {"n": 2}}, strict=True) == [
+        "run config names 'count', which is not an asset or task of the repository; did you mean 'counted/count'?"]
+    assert check_launch(graph, {}, {"counted/count": {"n": "x"}}, strict=True) == [
+        "run config for task 'counted/count': field 'n': Input should be a valid integer, unable to parse string "
+        "as an integer (got 'x')"]
+    assert repo.materialize(config={"counted/count": {"n": 4}}).success
+    assert repo.load_node("counted") == 4
+
+
+def test_an_unknown_section_suggests_the_close_one() -> None:
+    with pytest.raises(rs.ConfigurationError, match=r"unknown section 'asets' \(did you mean 'assets'\?\)"):
+        make_repo().materialize(config={"asets": {}, "resources": {}})
+    assert RAN == []
