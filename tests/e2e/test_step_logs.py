@@ -104,7 +104,7 @@ def test_logs_of_steps_run_on_redis_workers(redis_url: str, workers: WorkerProce
     coordinators = CoordinatorProcesses(redis_url, tmp_path, f"{PIPELINE}:repo")
     coordinators.start()
     try:
-        submitted = rivers("submit", PIPELINE, "--select", "chatty", "--wait", env=env, cwd=tmp_path)
+        submitted = rivers("submit", PIPELINE, "--select", "chatty,awaited", "--wait", env=env, cwd=tmp_path)
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         run_id = submitted.stdout.split()[0]
         shown = rivers("logs", run_id, env=env, cwd=tmp_path)
@@ -114,6 +114,9 @@ def test_logs_of_steps_run_on_redis_workers(redis_url: str, workers: WorkerProce
         pool_pids = {child.pid for child in workers.tree(procs[0])}
         printed = [int(msg.rsplit(" ", 1)[1]) for step, _, msg in lines if msg.startswith("chatty printed from pid")]
         assert printed and printed[0] in pool_pids
+        assert ("awaited", "INFO", "awaited logged") in lines  # an async step, on the pool process's event loop
+        awaited = [int(msg.rsplit(" ", 1)[1]) for step, _, msg in lines if msg.startswith("awaited printed from pid")]
+        assert awaited and awaited[0] in pool_pids
         followed = rivers("logs", run_id, "--follow", env=env, cwd=tmp_path, timeout=30)  # the run ended: returns
         assert followed.stdout == shown.stdout
     finally:
@@ -138,13 +141,15 @@ def test_follow_prints_lines_as_a_local_run_goes_and_stops_when_it_ends(tmp_path
     while not (runs.exists() and any(runs.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.05)
     [run_dir] = list(runs.iterdir())
+    assert '"kind": "end"' not in (run_dir / "logs.jsonl").read_text()  # still going
     follow = subprocess.Popen([str(BIN / "rivers"), "logs", run_dir.name, "--follow"], cwd=tmp_path, env=environ,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = follow.communicate(timeout=60)
     assert follow.returncode == 0, err
-    assert run.poll() is not None  # --follow returned because the run ended, not before
+    assert '"kind": "end"' in (run_dir / "logs.jsonl").read_text()  # --follow returned once the run ended
     run.communicate(timeout=30)
     assert "slow_first  WARNING  slow_first warns while it runs" in out
+    assert "slow_second  INFO     stdout  slow_second is done" in out  # printed seconds after --follow began
 
 
 def test_terminal_shows_queued_and_running_counts_and_a_warning_above_the_display(tmp_path: Path) -> None:
@@ -176,3 +181,26 @@ def test_terminal_shows_queued_and_running_counts_and_a_warning_above_the_displa
     warning = screen.index("slow_first  WARNING  slow_first warns while it runs")
     assert warning < screen.rindex("1 running")  # printed while the display was live, above it
     assert "2/2 steps" in screen
+
+
+def test_logs_of_steps_run_in_step_pods(redis_url: str, tmp_path: Path) -> None:
+    """Step pods (played as in test_step_pod.py): the lines also reach the pod's own output, for `kubectl logs`."""
+    from tests.e2e.test_step_pod import PlayedLauncher
+
+    launcher = PlayedLauncher(redis_url)
+    try:
+        result = rivers("materialize", f"{PIPELINE}:pods", env={"RIVERS_REDIS_URL": redis_url}, cwd=tmp_path)
+    finally:
+        launcher.close()
+    assert result.returncode == 1, result.stderr  # `fails` fails
+    assert "output of step 'fails' (2 lines):" in result.stdout
+    run_id = RUN_ID.search(result.stdout)[1]  # type: ignore[index]
+    lines = log_lines(rivers("logs", run_id, env={"RIVERS_REDIS_URL": redis_url}, cwd=tmp_path).stdout)
+    pod_pids = {pod.pid for pod in launcher.pods.values()}
+    for step in ("chatty", "awaited"):
+        [pid] = [int(msg.rsplit(" ", 1)[1]) for s, _, msg in lines if s == step and " printed from pid " in msg]
+        assert pid in pod_pids
+    assert ("chatty", "WARNING", "chatty warns: the coffee is cold") in lines
+    assert ("fails", "WARNING", "fails: about to divide") in lines
+    pod_output = b"".join(pod.stdout.read() for pod in launcher.pods.values() if pod.stdout).decode()
+    assert "chatty printed from pid" in pod_output and "fails: about to divide" in pod_output

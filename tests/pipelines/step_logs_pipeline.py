@@ -57,9 +57,15 @@ def slow_first(context: rs.AssetExecutionContext) -> int:
 @rs.Asset
 def slow_second() -> int:
     time.sleep(2.5)
+    print("slow_second is done")
     return 2
 
 
 # One pool process: while one step runs, the other waits in the queue.
 slow = rs.CodeRepository(assets=[slow_first, slow_second], default_io_handler=HANDLER,
                          default_executor=rs.Executor.parallel(max_workers=1))
+
+
+# Every step in a step pod (`rivers-worker --executor kubernetes --step JOB_ID`).
+pods = rs.CodeRepository(assets=[chatty, awaited, fails], default_io_handler=HANDLER,
+                         default_executor=rs.Executor.kubernetes(max_concurrent_steps=2))
