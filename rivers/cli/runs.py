@@ -130,7 +130,7 @@ def show_run(client: Any, args: argparse.Namespace) -> int:
 
 # -- rivers cancel RUN_ID ---------------------------------------------------------------------------
 def cancel(client: Any, args: argparse.Namespace) -> int:
-    from rivers.distributed.runs import FINAL, cancel_run
+    from rivers.distributed.runs import FINAL, cancel_run, end_cancelled
     from rivers.queues import keys
 
     before = cancel_run(client, args.run_id)
@@ -139,8 +139,8 @@ def cancel(client: Any, args: argparse.Namespace) -> int:
     if before in FINAL:
         print(f"run {args.run_id} already ended: {before}; nothing to cancel")
         return 0
-    if before == "queued" and client.hget(keys.run_key(args.run_id), "status") == b"cancelled":
-        print(f"run {args.run_id} cancelled (no coordinator had started it)")
+    if before == "queued" and end_cancelled(client, args.run_id):
+        print(f"run {args.run_id} cancelled (no rivers-coordinator serves its repository; it never started)")
         return 0
     print(f"run {args.run_id}: cancel requested; its coordinator withdraws its queued steps and stops it")
     if args.wait:

@@ -38,7 +38,15 @@ from rivers.definitions.repository import CodeRepository
 from rivers.distributed.connection import check_reachable, connect
 from rivers.distributed.history import EMBEDDED, Tally, planned_entry, step_entry, worker_of
 from rivers.distributed.ownership import Ownership
-from rivers.distributed.runs import FINAL, SubmittedRun, end_run, fail_unserved, serving, trim_index
+from rivers.distributed.runs import (
+    FINAL,
+    SubmittedRun,
+    end_run,
+    fail_unserved,
+    repository_names,
+    serving,
+    trim_index,
+)
 from rivers.exceptions import ExecutionError, FencedOut
 from rivers.logs import get_logger
 from rivers.plan import Step
@@ -61,6 +69,7 @@ class CoordinatorDaemon:
         self.url = url
         self.repo = repo
         self.repository = repository  # MODULE:ATTR, normalised: the runs this process serves
+        self.repositories = list(dict.fromkeys([repository, *repository_names(repo)]))  # and its other names
         self.name = f"coordinator-{uuid.uuid4().hex[:8]}"
         self.log = get_logger().bind(coordinator=self.name, repository=repository)
         self._cancelled: set[str] = set()
@@ -84,9 +93,9 @@ class CoordinatorDaemon:
             signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stopping", True))
         self._advertise()
         threading.Thread(target=self._heartbeat_loop, name="rivers-run-leases", daemon=True).start()
-        self.log.info("coordinator.started")
+        self.log.info("coordinator.started", serves=self.repositories)
         last_scan = 0.0
-        inboxes = [keys.submitted_key(self.repository), keys.SUBMITTED]
+        inboxes = [*map(keys.submitted_key, self.repositories), keys.SUBMITTED]
         while not self._stopping:
             try:
                 popped = self.client.blpop(inboxes, timeout=defaults.WATCH_INTERVAL_S)
@@ -105,17 +114,21 @@ class CoordinatorDaemon:
 
     def _advertise(self) -> None:
         """This process serves its repository (for `rivers submit`'s check), for LEASE_MS unless renewed."""
-        self.client.set(keys.serving_key(self.repository), self.name, px=defaults.LEASE_MS)
+        pipe = self.client.pipeline(transaction=False)
+        for repository in self.repositories:
+            pipe.set(keys.serving_key(repository), self.name, px=defaults.LEASE_MS)
+        pipe.execute()
 
     def _withdraw_advertisement(self) -> None:
         try:  # only our own advertisement: another coordinator of this repository may have renewed it since
-            if self.client.get(keys.serving_key(self.repository)) == self.name.encode():
-                self.client.delete(keys.serving_key(self.repository))
+            for repository in self.repositories:
+                if self.client.get(keys.serving_key(repository)) == self.name.encode():
+                    self.client.delete(keys.serving_key(repository))
         except Exception:  # noqa: BLE001 - Redis gone: the key expires by itself
             pass
 
     def _serves(self, repository: bytes | None) -> bool:
-        return repository is None or repository.decode() == self.repository
+        return repository is None or repository.decode() in self.repositories
 
     # -- owning runs ----------------------------------------------------------------------------
     def _try_start(self, run_id: str, resumed: bool) -> None:

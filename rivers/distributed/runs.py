@@ -33,17 +33,12 @@ if TYPE_CHECKING:
     from rivers.definitions.repository import CodeRepository
 
 FINAL = ("succeeded", "failed", "cancelled")
-# Cancel a run that has not ended. Queued and owned by nobody: it ends here, cancelled (a coordinator that takes
-# it later finds it ended). Otherwise flag it: its coordinator stops it. An HSET on an expired record would recreate
-# it forever, so a missing record is left alone. KEYS: run hash, owner key. -> the status before, or nil.
+# Flag a run as cancelled only while it has not ended: an HSET on an expired record would recreate it forever.
+# KEYS: the run's hash. ARGV: the final statuses. -> the status it had, or nil for an unknown run.
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return nil end
 for _, final in ipairs(ARGV) do if status == final then return status end end
-if status == 'queued' and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'error', 'cancelled before any coordinator started it')
-  return 'queued'
-end
 redis.call('HSET', KEYS[1], 'cancel', '1')
 return status
 """
@@ -110,18 +105,32 @@ def repository_of(target: str, repo: CodeRepository) -> str:
     return normalise_target(target)
 
 
-def repository_name(repo: CodeRepository) -> str | None:
-    """MODULE:ATTR of an imported module holding `repo` (a script run as __main__ is named by its file)."""
-    found = None
+def _holders(repo: CodeRepository) -> tuple[list[str], list[str]]:
+    """MODULE:ATTR of the imported modules holding `repo`, in import order; and of a script run as __main__
+    (named by its file)."""
+    modules, scripts = [], []
     for name, module in list(sys.modules.items()):
         for attr, value in list(getattr(module, "__dict__", {}).items()):
-            if value is repo and not attr.startswith("_"):
-                if name != "__main__":
-                    return f"{name}:{attr}"
-                file = getattr(module, "__file__", None)
-                if file:
-                    found = f"{file.rsplit('/', 1)[-1].removesuffix('.py')}:{attr}"
-    return found
+            if value is not repo or attr.startswith("_"):
+                continue
+            if name != "__main__":
+                modules.append(f"{name}:{attr}")
+            elif file := getattr(module, "__file__", None):
+                scripts.append(f"{str(file).rsplit('/', 1)[-1].removesuffix('.py')}:{attr}")
+    return modules, scripts
+
+
+def repository_names(repo: CodeRepository) -> list[str]:
+    """Every name `repo` goes by here: a coordinator serves runs submitted under any of them."""
+    modules, scripts = _holders(repo)
+    return list(dict.fromkeys([*modules, *scripts]))
+
+
+def repository_name(repo: CodeRepository) -> str | None:
+    """The name `repo.submit()` records: the module imported last that holds it (the one defining it, rather than
+    the modules that imported it from there); a script's file name only when no module holds it."""
+    modules, scripts = _holders(repo)
+    return modules[-1] if modules else scripts[0] if scripts else None
 
 
 def unserved_message(repository: str) -> str:
@@ -136,14 +145,19 @@ def serving(client: Any, repository: str) -> bool:
 def fail_unserved(client: Any, run_id: str, repository: str) -> bool:
     """End a run still queued and unowned as failed because no coordinator serves its repository."""
     message = unserved_message(repository)
+    return end_unserved(client, run_id, repository, {"status": "failed", "error": message,
+                                                     "result": _no_result(message)})
+
+
+def end_unserved(client: Any, run_id: str, repository: str, record: dict[str, Any]) -> bool:
+    """End a run with `record` if it is still queued, unowned, and no coordinator serves its repository."""
 
     def end(pipe: Any) -> bool:
         status = pipe.hget(keys.run_key(run_id), "status")
         if status != b"queued" or pipe.exists(keys.run_owner_key(run_id)) or serving(pipe, repository):
             return False
         pipe.multi()
-        end_run(pipe, run_id, {"status": "failed", "error": message, "ended_at": time.time(),
-                               "result": _no_result(message)})
+        end_run(pipe, run_id, record)
         return True
 
     return bool(client.transaction(end, keys.run_key(run_id), keys.run_owner_key(run_id),
@@ -210,19 +224,23 @@ class RunHandle:
 
 
 def cancel_run(client: Any, run_id: str) -> str | None:
-    """Cancel a run; its status before (a final one: nothing was done), or None for an unknown run.
+    """Flag a run cancelled; its status before (a final one: nothing was done), or None for an unknown run.
 
-    A run queued and not yet taken by any coordinator ends cancelled at once; a running one is flagged, and its
-    coordinator withdraws its queued steps, dispatches nothing more, and ends it cancelled.
+    The coordinator running it withdraws its queued steps, dispatches nothing more and ends it cancelled; one
+    that takes it later ends it cancelled without running a step.
     """
-    before = client.eval(_CANCEL, 2, keys.run_key(run_id), keys.run_owner_key(run_id), *FINAL)
-    if before is None:
-        return None
-    if before == b"queued" and client.hget(keys.run_key(run_id), "status") == b"cancelled":
-        pipe = client.pipeline(transaction=True)
-        end_run(pipe, run_id, {"status": "cancelled", "result": _no_result("the run was cancelled")})
-        pipe.execute()
-    return str(before.decode())
+    before = client.eval(_CANCEL, 1, keys.run_key(run_id), *FINAL)
+    return None if before is None else str(before.decode())
+
+
+def end_cancelled(client: Any, run_id: str) -> bool:
+    """End a cancelled run at once when no coordinator serves its repository to do it (it was never started)."""
+    repository = client.hget(keys.run_key(run_id), keys.RUN_REPOSITORY)
+    if repository is None:
+        return False  # submitted by an older client: any coordinator may take it, and ends it
+    error = "cancelled before any rivers-coordinator started it"
+    return end_unserved(client, run_id, repository.decode(), {"status": "cancelled", "error": error,
+                                                              "result": _no_result(error)})
 
 
 def load_result(client: Any, run_id: str) -> RunResult:
