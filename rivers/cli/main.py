@@ -11,6 +11,7 @@ import argparse
 import difflib
 import importlib
 import os
+import re
 import sys
 import traceback
 import uuid
@@ -245,6 +246,34 @@ def describe(exc: BaseException) -> str:
         frame = user[-1]
         text += f" ({os.path.relpath(frame.filename)}:{frame.lineno})"
     return text
+
+
+_FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line \d+')
+_REMOTE_RIVERS = re.compile(r"[/\\]site-packages[/\\]rivers[/\\]")  # rivers on a worker or in a pod
+
+
+def user_traceback(text: str) -> str:
+    """A formatted traceback without rivers' own frames (nor importlib's): what is left is the user's code.
+    A run of hidden frames becomes one `[rivers frames hidden]` line, so the shape stays readable."""
+    ours = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the rivers package
+    kept: list[str] = []
+    hiding = False
+    for line in text.splitlines():
+        frame = _FRAME.match(line)
+        if frame is not None:
+            name = frame["file"]
+            hiding = name.startswith(ours + os.sep) or _REMOTE_RIVERS.search(name) is not None or \
+                name.startswith("<frozen importlib") or f"{os.sep}importlib{os.sep}" in name
+            if hiding and not (kept and kept[-1].endswith("[rivers frames hidden]")):
+                kept.append("  [rivers frames hidden]")
+            if not hiding:
+                kept.append(line)
+            continue
+        if hiding and line.startswith("    "):  # the hidden frame's source line and its carets
+            continue
+        hiding = False
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def selected(args: argparse.Namespace) -> list[str] | None:

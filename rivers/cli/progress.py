@@ -207,10 +207,12 @@ def _first_line(message: str, limit: int = 300) -> str:
 
 
 def print_summary(console: Console, progress: RunProgress, result: RunResult) -> None:
+    from rivers.cli.main import user_traceback
+
     console.print(progress.summary_table())
     for key, text in progress.tracebacks():
         console.print(Text(f"\ntraceback of step '{key}':", style="bold red"))
-        console.print(Text(text), soft_wrap=True, highlight=False)
+        console.print(Text(user_traceback(text)), soft_wrap=True, highlight=False)
     for key, entries in progress.failed_outputs():
         console.print(Text(f"\noutput of step '{key}' ({len(entries)} lines):", style="bold red"))
         if len(entries) > MAX_OUTPUT_LINES:

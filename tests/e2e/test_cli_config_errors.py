@@ -328,3 +328,17 @@ def test_a_file_in_a_package_is_imported_as_its_module(tmp_path: Path) -> None:
                                      "repo = rs.CodeRepository([seven], default_executor=rs.Executor.in_process())\n")
     result = rivers(tmp_path, "materialize", "pipelines/shop.py")  # a relative import inside works
     assert result.returncode == 0, result.stderr
+
+
+def test_a_failed_step_traceback_shows_the_users_frames_only(tmp_path: Path) -> None:
+    (tmp_path / "failing.py").write_text(
+        "import rivers as rs\n\n\ndef parse(row: str) -> int:\n    return int(row)\n\n\n@rs.Asset\n"
+        "def rows() -> int:\n    return parse('x')\n\n\nrepo = rs.CodeRepository([rows])\n")
+    result = rivers(tmp_path, "materialize", "failing.py")
+    assert result.returncode == 1, result.stderr
+    traceback = result.stdout.split("traceback of step 'rows':", 1)[1]
+    assert "[rivers frames hidden]" in traceback
+    assert f'{tmp_path / "failing.py"}", line 10, in rows' in traceback
+    assert "line 5, in parse" in traceback
+    assert "ValueError: invalid literal for int() with base 10: 'x'" in traceback
+    assert "rivers/runtime.py" not in traceback and "rivers/executors" not in traceback

@@ -146,3 +146,38 @@ def test_an_unknown_section_suggests_the_close_one() -> None:
     with pytest.raises(rs.ConfigurationError, match=r"unknown section 'asets' \(did you mean 'assets'\?\)"):
         make_repo().materialize(config={"asets": {}, "resources": {}})
     assert RAN == []
+
+
+# -- user-facing tracebacks ------------------------------------------------------------------------------
+def test_a_step_traceback_without_rivers_frames() -> None:
+    from rivers.cli.main import user_traceback
+
+    @rs.Asset
+    def boom() -> int:
+        raise ValueError("bad row 3")
+
+    result = rs.CodeRepository([boom], default_executor=rs.Executor.in_process()).materialize(raise_on_error=False)
+    error = result.step_results["boom"].error
+    assert error is not None and "rivers/runtime.py" in error.traceback  # the raw one has rivers' frames
+    shown = user_traceback(error.traceback)
+    assert "rivers/runtime.py" not in shown and "/rivers/" not in shown
+    assert 'raise ValueError("bad row 3")' in shown
+    assert __file__ in shown
+    assert shown.splitlines()[0] == "Traceback (most recent call last):"
+    assert shown.splitlines()[1] == "  [rivers frames hidden]"
+    assert shown.splitlines()[-1] == "ValueError: bad row 3"
+
+
+def test_frames_of_rivers_installed_elsewhere_are_hidden_too() -> None:
+    from rivers.cli.main import user_traceback
+
+    text = ('Traceback (most recent call last):\n'
+            '  File "/app/.venv/lib/python3.11/site-packages/rivers/runtime.py", line 9, in run\n'
+            '    value = fn()\n'
+            '            ^^^^\n'
+            '  File "/app/shop.py", line 3, in orders\n'
+            '    raise KeyError("x")\n'
+            "KeyError: 'x'")
+    assert user_traceback(text).splitlines() == [
+        "Traceback (most recent call last):", "  [rivers frames hidden]", '  File "/app/shop.py", line 3, in orders',
+        '    raise KeyError("x")', "KeyError: 'x'"]
