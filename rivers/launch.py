@@ -41,12 +41,20 @@ def parse_launch(config: dict[str, Any] | None) -> LaunchConfig:
         raise ConfigurationError(
             f"run config has an unknown section '{unknown[0]}'{meant}; expected one of: {', '.join(SECTIONS)}"
         )
-    steps = {step: _step_config(step, value) for step, value in (config.get("assets") or {}).items()}
-    resources = dict(config.get("resources") or {})
+    steps = {step: _step_config(step, value) for step, value in _section(config, "assets", "asset").items()}
+    resources = _section(config, "resources", "resource key")
     for key, value in resources.items():
         if not isinstance(value, dict):
             raise ConfigurationError(f"run config for resource '{key}' must be a dict of fields")
     return LaunchConfig(steps, resources, _executor(config.get("execution")))
+
+
+def _section(config: dict[str, Any], name: str, keyed_by: str) -> dict[str, Any]:
+    value = config.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"the {name} section of a run config must be a dict keyed by {keyed_by}, got "
+                                 f"{type(value).__name__}")
+    return dict(value)
 
 
 def _step_config(step: str, value: Any) -> dict[str, Any]:

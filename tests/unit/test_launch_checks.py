@@ -181,3 +181,15 @@ def test_frames_of_rivers_installed_elsewhere_are_hidden_too() -> None:
     assert user_traceback(text).splitlines() == [
         "Traceback (most recent call last):", "  [rivers frames hidden]", '  File "/app/shop.py", line 3, in orders',
         '    raise KeyError("x")', "KeyError: 'x'"]
+
+
+@pytest.mark.parametrize(("config", "phrase"), [
+    ({"assets": ["configured"]}, "the assets section of a run config must be a dict keyed by asset, got list"),
+    ({"resources": "db"}, "the resources section of a run config must be a dict keyed by resource key, got str"),
+    ({"assets": {"configured": 3}}, "run config for 'configured' must be a dict, got int"),
+])
+def test_a_section_of_the_wrong_shape_is_named(config: dict[str, Any], phrase: str) -> None:
+    assert problems(config) == [phrase]
+    with pytest.raises(rs.ConfigurationError, match=phrase):
+        make_repo().materialize(config=config)
+    assert RAN == []
