@@ -125,6 +125,13 @@ def show_run(client: Any, args: argparse.Namespace) -> int:
              step.get("reason") or "-", _duration(step.get("duration_s")), _one_line(step.get("error")))
             for step in detail["step_runs"]]
     _table(header, rows)
+    retried = [(step["step"], failure) for step in detail["step_runs"] for failure in step.get("failures", [])
+               if failure.get("attempt", 0) < step["attempts"]]
+    if retried:
+        print("\nretried attempts:")
+        _table(("STEP", "ATTEMPT", "WORKER", "REASON", "DURATION", "ERROR"), [
+            (key, str(failure.get("attempt", "?")), failure.get("worker") or "-", failure.get("reason") or "-",
+             _duration(failure.get("duration_s")), _one_line(failure.get("error"))) for key, failure in retried])
     return 0
 
 
@@ -168,6 +175,8 @@ def _when(timestamp: float | None) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f} ms"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 120:

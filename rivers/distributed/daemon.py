@@ -30,6 +30,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from rivers import defaults
@@ -313,7 +314,7 @@ class CoordinatorDaemon:
             its previous owner had sent."""
             self._coordinators[run_id] = coordinator
             self._queues[run_id] = list(coordinator.queues.values())
-            coordinator.queues = {name: _Cancellable(queue, run_id, self._cancelled)
+            coordinator.queues = {name: _Cancellable(queue, run_id, self._cancelled, recorder.attempt_failed)
                                   for name, queue in coordinator.queues.items()}
             jobs = {k.decode(): v.decode() for k, v in self.client.hgetall(keys.run_jobs_key(run_id)).items()} \
                 if resumed else {}
@@ -324,42 +325,62 @@ class CoordinatorDaemon:
                     if resumed:
                         hub.expect(run_id, {k: v for k, v in jobs.items() if k not in seed})
 
-        return execute_run(repo, repo._resolve(), run_request, seed=seed, listener=self._recorder(run_id, token),
-                           on_coordinator=adopt)
+        recorder = _Recorder(self, run_id, token)
+        return execute_run(repo, repo._resolve(), run_request, seed=seed, listener=recorder, on_coordinator=adopt)
 
-    def _recorder(self, run_id: str, token: int) -> Any:
-        assert self.ownership is not None
-        ownership = self.ownership
-        tally = self._tallies[run_id] = Tally()
-        planned: list[Step] = []
 
-        def write(entry: dict[str, Any], step_key: str, result_json: str) -> None:
-            tally.add(entry)
-            if not ownership.record(run_id, token, json.dumps(entry), step_key, result_json):
-                raise FencedOut(f"run {run_id} is owned by another coordinator now")
 
-        def record(event: str, step: Step, result: StepResult | None) -> None:
-            if event == "planned":  # the plan is written once, with the first step that moves
-                planned.append(step)
-                return
-            if planned:
-                write(planned_entry(planned), "", "")
-                planned.clear()
-            worker = None
-            if result is not None:
-                worker = worker_of(self.client, run_id, step.key) or f"{self.name} (in process)"
-            result_json = result.model_dump_json() if result is not None else ""
-            write(step_entry(event, step, result, worker), step.key, result_json)
+class _Recorder:
+    """A run's listener: its step events and final results go to Redis, fenced by the run's token."""
 
-        return record
+    def __init__(self, daemon: CoordinatorDaemon, run_id: str, token: int) -> None:
+        assert daemon.ownership is not None
+        self.ownership = daemon.ownership
+        self.client = daemon.client
+        self.name = daemon.name
+        self.run_id = run_id
+        self.token = token
+        self.tally = daemon._tallies[run_id] = Tally()
+        self.planned: list[Step] = []
+
+    def write(self, entry: dict[str, Any], step_key: str, result_json: str) -> None:
+        self.tally.add(entry)
+        if not self.ownership.record(self.run_id, self.token, json.dumps(entry), step_key, result_json):
+            raise FencedOut(f"run {self.run_id} is owned by another coordinator now")
+
+    def __call__(self, event: str, step: Step, result: StepResult | None) -> None:
+        if event == "planned":  # the plan is written once, with the first step that moves
+            self.planned.append(step)
+            return
+        if self.planned:
+            self.write(planned_entry(self.planned), "", "")
+            self.planned.clear()
+        result_json = result.model_dump_json() if result is not None else ""
+        self.write(step_entry(event, step, result, self.worker(step, result)), step.key, result_json)
+
+    def worker(self, step: Step, result: StepResult | None) -> str | None:
+        if result is None:
+            return None
+        return worker_of(self.client, self.run_id, step.key) or f"{self.name} (in process)"
+
+    def attempt_failed(self, step: Step, result: StepResult) -> None:
+        """Every failed attempt, retried or not, as it is reported (`rivers run` lists them per step)."""
+        try:
+            self.write(step_entry("attempt_failed", step, result, self.worker(step, result)), "", "")
+        except FencedOut:
+            pass  # the run's own thread stands down when it next writes
+        except Exception as exc:  # noqa: BLE001 - a lost history line must not lose the report itself
+            get_logger().warning("run.record_failed", run_id=self.run_id, error=repr(exc))
 
 
 class _Cancellable:
     """A run's step queue that, once the run is cancelled, fails every step put on it (reason `cancelled`)
     and marks the failures its steps report meanwhile as cancelled too (never retried: RunState)."""
 
-    def __init__(self, queue: StepQueue, run_id: str, cancelled: set[str]) -> None:
+    def __init__(self, queue: StepQueue, run_id: str, cancelled: set[str],
+                 on_failed: Callable[[Step, StepResult], None]) -> None:
         self.queue = queue
+        self.on_failed = on_failed
         self.executor = queue.executor
         self.run_id = run_id
         self.cancelled = cancelled
@@ -378,6 +399,8 @@ class _Cancellable:
             if result.status == "failed" and result.error is not None and self.run_id in self.cancelled:
                 error = result.error.model_copy(update={"reason": "cancelled"})
                 result = result.model_copy(update={"error": error}).with_exception(result.exception)
+            if result.status == "failed":
+                self.on_failed(request.step, result)
             report(result)
 
         self.queue.put(StepRequest(request.step, request.call, reported))

@@ -8,6 +8,7 @@ A run's events (keys.run_events_key) are JSON entries written as its steps move:
     {"event": "succeeded" | "failed", "step", "time", "attempt", "duration_s", "worker", "pid",
      "error", "reason"}                                                              the step's final attempt
     {"event": "skipped", "step", "time"}
+    {"event": "attempt_failed", ...as a final event}     rivers-coordinator: every failed attempt, retried or not
 
 An embedded run's hash has kind=embedded: no coordinator takes it over, it is never in the active set.
 """
@@ -57,6 +58,9 @@ class Tally:
             row["attempts"] += 1
             row["status"] = "running"
             row["started_at"] = entry.get("time")
+        elif event == "attempt_failed":
+            row.setdefault("failures", []).append(
+                {name: entry[name] for name in ("attempt", "reason", "error", "worker", "duration_s") if name in entry})
         elif event in ("succeeded", "failed", "skipped"):
             row["status"] = event
             row["ended_at"] = entry.get("time")

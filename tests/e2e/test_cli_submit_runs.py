@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = "tests.pipelines.submit_pipeline"
-SHOP, KITCHEN, WAREHOUSE = f"{PIPELINE}:shop", f"{PIPELINE}:kitchen", f"{PIPELINE}:warehouse"
+SHOP, KITCHEN, WAREHOUSE, PANTRY = (f"{PIPELINE}:{name}" for name in ("shop", "kitchen", "warehouse", "pantry"))
 
 
 def rivers(url: str, *args: str, env: dict[str, str] | None = None,
@@ -153,6 +153,23 @@ def test_runs_and_run_json(redis_url: str, tmp_path: Path) -> None:
     shown = rivers(redis_url, "run", failed).stdout
     assert re.search(r"^STEP\s+STATUS\s+ATTEMPTS\s+WORKER\s+REASON\s+DURATION\s+ERROR$", shown, re.MULTILINE)
     assert re.search(r"^burnt\s+failed\s+1\s+.*\berror\s+.*ValueError: burnt at 1$", shown, re.MULTILINE)
+
+
+def test_run_lists_every_failed_attempt_of_a_retried_step(redis_url: str, tmp_path: Path) -> None:
+    pantry = coordinators(redis_url, tmp_path, PANTRY)
+    try:
+        name = pantry.name_of(pantry.start())
+        result = rivers(redis_url, "submit", PANTRY, "--wait")
+    finally:
+        pantry.close()
+    assert result.returncode == 0, result.stderr
+    [flaky] = run_json(redis_url, run_id_of(result))["step_runs"]
+    assert flaky["status"] == "succeeded" and flaky["attempts"] == 2 and flaky["worker"] == f"{name} (in process)"
+    [failure] = flaky["failures"]
+    assert failure["attempt"] == 1 and failure["reason"] == "error"
+    assert failure["error"] == "ConnectionError: the first attempt of this process fails"
+    shown = rivers(redis_url, "run", run_id_of(result)).stdout
+    assert re.search(r"^retried attempts:\nSTEP\s+ATTEMPT.*\nflaky\s+1\s+.*ConnectionError", shown, re.MULTILINE), shown
 
 
 def test_cancel_withdraws_queued_steps_and_ends_the_run_cancelled(

@@ -1,7 +1,7 @@
 """Repositories for the `rivers submit` / `rivers runs` / `rivers cancel` tests (tests/e2e/test_cli_submit_runs.py).
 
-`slow`, `also_slow` and `slowest` wait while the file named by $SUBMIT_TEST_GATE exists (at most 60 s), so that a test can
-hold a run in flight and cancel it; `warehouse` keeps its outputs under $SUBMIT_TEST_STORE.
+`slow`, `also_slow` and `slowest` wait while the file named by $SUBMIT_TEST_GATE exists (at most 60 s), so that a
+test can hold a run in flight and cancel it; `warehouse` keeps its outputs under $SUBMIT_TEST_STORE.
 """
 
 from __future__ import annotations
@@ -65,3 +65,17 @@ warehouse = rs.CodeRepository(  # through Redis to rivers-worker: outputs in a s
     assets=[slow, also_slow, slowest, after_slow], default_executor=rs.Executor.parallel(),
     default_io_handler=rs.PickleIOHandler(LocalStore(os.environ.get("SUBMIT_TEST_STORE", "/tmp"), mkdir=True)),
 )
+
+
+_attempts = {"flaky": 0}  # per process: the coordinator runs `pantry`'s steps itself (in_process)
+
+
+@rs.Asset(retry=rs.RetryPolicy(max_retries=2))
+def flaky() -> int:
+    _attempts["flaky"] += 1
+    if _attempts["flaky"] == 1:
+        raise ConnectionError("the first attempt of this process fails")
+    return _attempts["flaky"]
+
+
+pantry = rs.CodeRepository(assets=[flaky], default_executor=rs.Executor.in_process())
