@@ -193,3 +193,35 @@ def test_a_section_of_the_wrong_shape_is_named(config: dict[str, Any], phrase: s
     with pytest.raises(rs.ConfigurationError, match=phrase):
         make_repo().materialize(config=config)
     assert RAN == []
+
+
+class Texts(BaseModel):
+    version: str = "1"
+    maybe: str | None = None
+    count: int = 0
+    ratio: float = 0.0
+    inner: Cfg = Cfg()
+
+
+def test_set_keeps_the_typed_text_for_a_text_field() -> None:
+    import argparse
+
+    from rivers.cli.config import check_run_config, run_config
+
+    @rs.Asset
+    def texts(context: rs.AssetExecutionContext[Texts]) -> Texts:
+        return context.config
+
+    repo = rs.CodeRepository([texts], default_executor=rs.Executor.in_process())
+    sets = ["texts.version=1.10", "texts.maybe=007", "texts.count=5", "texts.ratio=2", "texts.inner.label=3",
+            "texts.inner.n=4"]
+    config = run_config(argparse.Namespace(config=None, set_fields=sets))
+    check_run_config(repo, config)
+    assert config == {"assets": {"texts": {"config": {
+        "version": "1.10", "maybe": "007", "count": 5, "ratio": 2, "inner": {"label": "3", "n": 4}}}}}
+    assert repo.materialize(config=config).success
+    assert repo.load_node("texts") == Texts(version="1.10", maybe="007", count=5, ratio=2.0,
+                                            inner=Cfg(n=4, label="3"))
+    bad = run_config(argparse.Namespace(config=None, set_fields=["texts.count=many"]))
+    with pytest.raises(UsageError, match=r"field 'count': Input should be a valid integer"):
+        check_run_config(repo, bad)
