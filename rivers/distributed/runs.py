@@ -205,15 +205,24 @@ class RunHandle:
         return status.decode() if status else "unknown"
 
     def wait(self, timeout: float | None = None) -> RunResult:
-        """Block until the run ends; TimeoutError after `timeout` seconds."""
+        """Block until the run ends; TimeoutError after `timeout` seconds. A run that no coordinator serves ends
+        failed after UNSERVED_TIMEOUT_S, naming the coordinator to start."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.status not in FINAL:
+            self._fail_if_unserved()
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"run {self.run_id} did not finish within {timeout:g} s")
             block = defaults.WORKER_BLOCK_S if left is None else max(0.01, min(left, defaults.WORKER_BLOCK_S))
             self._client.blpop([keys.run_done_key(self.run_id)], timeout=block)
         return load_result(self._client, self.run_id)
+
+    def _fail_if_unserved(self) -> None:
+        """Queued longer than UNSERVED_TIMEOUT_S for a repository no coordinator serves: the run fails, saying so."""
+        status, repository, created = self._client.hmget(keys.run_key(self.run_id), "status", keys.RUN_REPOSITORY,
+                                                         "created_at")
+        if status == b"queued" and repository and time.time() - float(created or 0) > defaults.UNSERVED_TIMEOUT_S:
+            fail_unserved(self._client, self.run_id, repository.decode())
 
     def cancel(self) -> None:
         """Ask the coordinator to stop the run: nothing new starts, running steps fail as cancelled.

@@ -224,3 +224,18 @@ def test_an_embedded_run_with_a_redis_url_is_listed(redis_url: str) -> None:
     assert re.search(rf"^run {run['run_id']} failed", result.stdout, re.MULTILINE)  # the id materialize printed
     steps = {step["step"]: step for step in run_json(redis_url, run["run_id"])["step_runs"]}
     assert steps["burnt"]["reason"] == "error" and steps["cooked"]["status"] == "succeeded"
+
+
+def test_repo_submit_names_its_repository_and_wait_reports_it_unserved(
+    redis_url: str, client: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rivers import defaults
+    from tests.pipelines import submit_pipeline
+
+    monkeypatch.setattr(defaults, "UNSERVED_TIMEOUT_S", 0.5)
+    handle = submit_pipeline.shop.submit()
+    assert client.hget(keys.run_key(handle.run_id), keys.RUN_REPOSITORY).decode() == SHOP
+    result = handle.wait(timeout=20)
+    assert not result.success and handle.status == "failed"
+    assert result.failed_assets == [("<run>", f"no rivers-coordinator serves {SHOP}; start one with "
+                                              f"rivers-coordinator --repo {SHOP}")]
