@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -77,7 +78,8 @@ class StepLog:
 
     def __init__(self, run_id: str, step_key: str, attempt: int, tee: bool) -> None:
         self.run_id, self.step_key, self.attempt, self.tee = run_id, step_key, attempt, tee
-        self.entries: list[LogEntry] = []
+        self._entries: deque[LogEntry] = deque(maxlen=MAX_LOG_ENTRIES)
+        self.dropped = 0
         self._partial: dict[str, str] = {}
         self._lock = threading.Lock()
         base = logs.runs_dir()
@@ -87,8 +89,21 @@ class StepLog:
     def add(self, logger_name: str, level: str, message: str, created: float | None = None) -> None:
         entry = LogEntry(logger=logger_name, level=level, message=message, created=created or time.time())
         with self._lock:
-            self.entries.append(entry)
+            self.dropped += len(self._entries) == MAX_LOG_ENTRIES
+            self._entries.append(entry)
         self._record({"kind": "log", **entry.model_dump()})
+
+    @property
+    def entries(self) -> list[LogEntry]:
+        """What the StepResult carries: the last MAX_LOG_ENTRIES entries, after a line saying how many were left out
+        (the run's log file, when written, has them all)."""
+        with self._lock:
+            kept = list(self._entries)
+        if self.dropped:
+            note = LogEntry(logger="rivers", level="WARNING", created=kept[0].created,
+                            message=f"{self.dropped} earlier lines of this step are not kept in its result")
+            kept.insert(0, note)
+        return kept
 
     def write(self, stream: str, text: str) -> None:
         """Text written to stdout or stderr: each complete line becomes an entry."""
@@ -113,6 +128,7 @@ class StepLog:
 
 
 _STREAM_LEVEL = {"stdout": "INFO", "stderr": "WARNING"}
+MAX_LOG_ENTRIES = 10_000  # a step's entries in its StepResult (it travels through Redis): the last ones
 _current: ContextVar[StepLog | None] = ContextVar("rivers_step_log", default=None)
 _process_log: StepLog | None = None  # a pool process runs one step at a time: its threads' output is that step's
 TEE_STREAMS = True  # a step's stdout/stderr also reach the process's own (False in pool processes)

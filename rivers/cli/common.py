@@ -22,6 +22,8 @@ ENV_HELP = {
     "RIVERS_RUN_RETENTION_S": f"how long a submitted run's keys stay in Redis after it ends "
                               f"(default {defaults.RUN_RETENTION_S:g})",
     "RIVERS_PICKUP_TIMEOUT_S": "seconds before a step no worker consumes fails (default 60)",
+    "RIVERS_RUNS_DIR": "where rivers materialize keeps each run's step logs (default .rivers/runs, under the "
+                       "current directory)",
     "RIVERS_UNSERVED_TIMEOUT_S": f"seconds before a submitted run no rivers-coordinator serves fails, saying so "
                                  f"(default {defaults.UNSERVED_TIMEOUT_S:g})",
     "RIVERS_MAX_PAYLOAD_BYTES": "the largest job a worker accepts, decompressed (default 16 MiB)",

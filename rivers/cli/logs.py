@@ -139,15 +139,16 @@ def _entry(record: dict[str, Any]) -> LogEntry:
 
 
 # -- rivers logs ------------------------------------------------------------------------------------------
-RUNS_DIR_HELP = (f"  {logs.RUNS_DIR_ENV}    where `rivers materialize` keeps each run's step logs "
-                 f"(default: {logs.DEFAULT_RUNS_DIR} under the current directory)")
-
-
 def with_runs_dir(parser: argparse.ArgumentParser) -> None:
-    """Name $RIVERS_RUNS_DIR among the environment variables of a command's help."""
+    """Name $RIVERS_RUNS_DIR first among the environment variables of a command's help."""
+    from rivers.cli.common import ENV_HELP
+
     head = "environment variables:\n"
     if parser.epilog and head in parser.epilog:
-        parser.epilog = parser.epilog.replace(head, head + RUNS_DIR_HELP + "\n", 1)
+        listed = parser.epilog.split(head, 1)[1].split("\n\n", 1)[0].splitlines()
+        width = max(len(line.split()[0]) for line in listed) if listed else len(logs.RUNS_DIR_ENV)
+        line = f"  {logs.RUNS_DIR_ENV:<{width}}  {ENV_HELP[logs.RUNS_DIR_ENV]}\n"
+        parser.epilog = parser.epilog.replace(head, head + line, 1)
 
 
 def add_logs_command(commands: Any, make: Any) -> None:

@@ -65,7 +65,8 @@ class RunProgress:
             if result is not None and self.run_id is None:
                 self.run_id = result.run_id or None
             if event == "started":  # handed to its executor; "running" once a process starts it (mark_running)
-                row.status = "queued"
+                # an in_process step is "started" by the coordinator's own thread (or event loop) as it runs it
+                row.status = "running" if getattr(step, "executor", None) == "in_process" else "queued"
             elif event == "skipped":
                 row.status = "skipped"
                 row.error = self._skip_reason(step.key)
@@ -244,5 +245,5 @@ def print_interrupted(console: Console, progress: RunProgress) -> None:
     console.print(Text.assemble(
         (run, "bold"), " ", ("interrupted", "bold yellow"),
         f": {counts['succeeded']} succeeded, {counts['failed']} failed, {counts['running']} running, "
-        f"{counts['queued']} queued, {counts['pending']} not started, "
+        f"{f'{queued} queued, ' if (queued := counts['queued']) else ''}{counts['pending']} not started, "
         f"{time.monotonic() - progress.started:.2f}s"), soft_wrap=True)
