@@ -162,6 +162,10 @@ class _Router(io.TextIOBase):
     def isatty(self) -> bool:
         return bool(getattr(self.stream, "isatty", lambda: False)())
 
+    def fileno(self) -> int:
+        """The wrapped stream's (a subprocess given sys.stdout writes there directly, uncaptured)."""
+        return self.stream.fileno()
+
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.stream, "encoding", "utf-8")
