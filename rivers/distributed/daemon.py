@@ -61,10 +61,6 @@ class _CancelledBeforeStart(ExecutionError):
     """RunHandle.cancel reached a run before any coordinator started it: it ends as cancelled, unrun."""
 
 
-class RunCancelled(ExecutionError):
-    """`rivers cancel` / RunHandle.cancel stopped the run this step belonged to."""
-
-
 class CoordinatorDaemon:
     def __init__(self, url: str, repo: CodeRepository, repository: str) -> None:
         self.url = url
@@ -233,7 +229,7 @@ class CoordinatorDaemon:
         for queue in self._queues.get(run_id, []):
             hub = getattr(queue, "hub", None)
             if hub is not None:
-                hub.fail_run(run_id, RunCancelled("the run was cancelled"))
+                hub.fail_run(run_id, ExecutionError("the run was cancelled"))
 
     # -- one run ------------------------------------------------------------------------------------
     def _execute(self, run_id: str, token: int, resumed: bool) -> None:
@@ -391,7 +387,7 @@ class _Cancellable:
             call = request.call
             request.report(StepResult.failed(call.run_id, call.step_key, call.attempt,
                                              [slot.name for slot in call.outputs],
-                                             RunCancelled("the run was cancelled"), reason="cancelled"))
+                                             ExecutionError("the run was cancelled"), reason="cancelled"))
             return
         report = request.report
 
