@@ -175,8 +175,8 @@ def logs_command(args: argparse.Namespace) -> int:
 
     console = make_console()
     if os.path.exists(path):
-        for step, entry in _local(path, args.follow):
-            _print(console, args.step, step, entry)
+        for step, attempt, entry in _local(path, args.follow):
+            _print(console, args.step, step, attempt, entry)
         return 0
     from rivers.distributed.connection import redis_url
 
@@ -184,17 +184,19 @@ def logs_command(args: argparse.Namespace) -> int:
     if url is None:
         raise UsageError(f"no run '{args.run_id}' in {base} (set {defaults.REDIS_URL_ENV} for runs submitted to a "
                          "rivers-coordinator)")
-    for step, entry in _redis(url, args.run_id, base, args.follow):
-        _print(console, args.step, step, entry)
+    for step, attempt, entry in _redis(url, args.run_id, base, args.follow):
+        _print(console, args.step, step, attempt, entry)
     return 0
 
 
-def _print(console: Console, wanted: str | None, step: str, entry: LogEntry) -> None:
+def _print(console: Console, wanted: str | None, step: str, attempt: int, entry: LogEntry) -> None:
+    """One line; a retry's lines name their attempt (`step#2`)."""
     if wanted is None or step == wanted:
-        console.print(log_line(entry, step, date=True), soft_wrap=True, highlight=False)
+        label = f"{step}#{attempt}" if attempt > 1 else step
+        console.print(log_line(entry, label, date=True), soft_wrap=True, highlight=False)
 
 
-def _local(path: str, follow: bool) -> Iterator[tuple[str, LogEntry]]:
+def _local(path: str, follow: bool) -> Iterator[tuple[str, int, LogEntry]]:
     reader = logs.RecordReader(path)
     pid: int | None = None
     while True:
@@ -202,7 +204,7 @@ def _local(path: str, follow: bool) -> Iterator[tuple[str, LogEntry]]:
         for record in reader.read():
             kind = record.get("kind")
             if kind == "log":
-                yield str(record.get("step", "")), _entry(record)
+                yield str(record.get("step", "")), int(record.get("attempt", 1)), _entry(record)
             elif kind == "run":
                 pid = int(record.get("pid", 0)) or None
             elif kind == "end":
@@ -222,7 +224,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _redis(url: str, run_id: str, base: str, follow: bool) -> Iterator[tuple[str, LogEntry]]:
+def _redis(url: str, run_id: str, base: str, follow: bool) -> Iterator[tuple[str, int, LogEntry]]:
     """A run in Redis: each step's logs from its final result, in time order, as steps end."""
     from rivers.distributed.connection import check_reachable, connect
     from rivers.distributed.runs import FINAL
@@ -239,9 +241,9 @@ def _redis(url: str, run_id: str, base: str, follow: bool) -> Iterator[tuple[str
         status = client.hget(keys.run_key(run_id), "status")
         results = [StepResult.model_validate_json(raw) for key, raw in client.hgetall(keys.run_steps_key(run_id))
                    .items() if key.decode() not in shown]
-        lines = [(result.step_key, entry) for result in results for entry in result.logs]
+        lines = [(result.step_key, result.attempt, entry) for result in results for entry in result.logs]
         shown.update(result.step_key for result in results)
-        yield from sorted(lines, key=lambda line: line[1].created)
+        yield from sorted(lines, key=lambda line: line[2].created)
         if not follow or status is None or status.decode() in FINAL:
             return
         time.sleep(FOLLOW_POLL_S)

@@ -204,3 +204,15 @@ def test_logs_of_steps_run_in_step_pods(redis_url: str, tmp_path: Path) -> None:
     assert ("fails", "WARNING", "fails: about to divide") in lines
     pod_output = b"".join(pod.stdout.read() for pod in launcher.pods.values() if pod.stdout).decode()
     assert "chatty printed from pid" in pod_output and "fails: about to divide" in pod_output
+
+
+def test_a_retried_steps_attempts_are_kept_and_told_apart(tmp_path: Path) -> None:
+    env = {"FLAKY_MARKER": str(tmp_path / "flaky-ran")}
+    result = rivers("materialize", f"{PIPELINE}:retried", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_id = RUN_ID.search(result.stdout)[1]  # type: ignore[index]
+    shown = log_lines(rivers("logs", run_id, cwd=tmp_path).stdout)
+    assert shown == [("flaky", "INFO", "flaky: first attempt fails"),
+                     ("flaky#2", "INFO", "flaky: second attempt works")]
+    assert [msg for _, _, msg in log_lines(rivers("logs", run_id, "flaky", cwd=tmp_path).stdout)] == [
+        "flaky: first attempt fails", "flaky: second attempt works"]

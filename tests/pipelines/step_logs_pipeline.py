@@ -69,3 +69,18 @@ slow = rs.CodeRepository(assets=[slow_first, slow_second], default_io_handler=HA
 # Every step in a step pod (`rivers-worker --executor kubernetes --step JOB_ID`).
 pods = rs.CodeRepository(assets=[chatty, awaited, fails], default_io_handler=HANDLER,
                          default_executor=rs.Executor.kubernetes(max_concurrent_steps=2))
+
+
+@rs.Asset(retry=rs.RetryPolicy(max_retries=1))
+def flaky() -> int:
+    """Fails its first attempt (while the file $FLAKY_MARKER does not exist yet), succeeds its second."""
+    marker = Path(os.environ["FLAKY_MARKER"])
+    if not marker.exists():
+        marker.touch()
+        print("flaky: first attempt fails")
+        raise RuntimeError("first attempt")
+    print("flaky: second attempt works")
+    return 1
+
+
+retried = rs.CodeRepository(assets=[flaky], default_io_handler=HANDLER, default_executor=rs.Executor.parallel())
