@@ -44,6 +44,7 @@ class PlannedStep:
     key: str
     outputs: tuple[str, ...] = ()
     upstream_steps: frozenset[str] = field(default_factory=frozenset)
+    executor: str = ""
 
 
 def submit(args: argparse.Namespace, ok: int, failed: int, interrupted: int) -> int:
@@ -127,13 +128,28 @@ class EventFeed:
         self.seen += len(items)
         for item in items:
             self.replay(json.loads(item))
+        self.mark_running()
+
+    def mark_running(self) -> None:
+        """Steps handed to a worker are queued until a worker claims their job: then they are running."""
+        queued = [key for key, row in list(self.progress.rows.items()) if row.status == "queued"]
+        if not queued:
+            return
+        job_ids = self.client.hmget(keys.run_jobs_key(self.run_id), queued)
+        pipe = self.client.pipeline(transaction=False)
+        known = [(key, job_id.decode()) for key, job_id in zip(queued, job_ids, strict=True) if job_id]
+        for _, job_id in known:
+            pipe.hget(keys.job_key(job_id), keys.JOB_STATUS)
+        for (key, _), status in zip(known, pipe.execute() if known else [], strict=True):
+            if status == keys.STARTED.encode():
+                self.progress.mark_running(key)
 
     def replay(self, entry: dict[str, Any]) -> None:
         event = entry.get("event")
         if event == "planned":
             for planned in entry.get("steps", []):
                 step = PlannedStep(planned["key"], tuple(planned.get("outputs", ())),
-                                   frozenset(planned.get("upstreams", ())))
+                                   frozenset(planned.get("upstreams", ())), planned.get("executor", ""))
                 self.steps[step.key] = step
                 self.progress("planned", step, None)  # type: ignore[arg-type]
             return

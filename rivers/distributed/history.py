@@ -3,7 +3,7 @@ embedded run (`repo.materialize` / `rivers materialize` with RIVERS_REDIS_URL se
 
 A run's events (keys.run_events_key) are JSON entries written as its steps move:
 
-    {"event": "planned", "steps": [{"key", "outputs", "upstreams"}, ...]}          once, before the first step
+    {"event": "planned", "steps": [{"key", "outputs", "upstreams", "executor"}, ...]}  once, before any step
     {"event": "started", "step", "time"}                                            every attempt
     {"event": "succeeded" | "failed", "step", "time", "attempt", "duration_s", "worker", "pid",
      "error", "reason"}                                                              the step's final attempt
@@ -98,7 +98,8 @@ def step_entry(event: str, step: Step, result: StepResult | None, worker: str | 
 
 def planned_entry(steps: list[Step]) -> dict[str, Any]:
     return {"event": "planned", "time": time.time(), "steps": [
-        {"key": s.key, "outputs": list(s.outputs), "upstreams": sorted(s.upstream_steps)} for s in steps]}
+        {"key": s.key, "outputs": list(s.outputs), "upstreams": sorted(s.upstream_steps), "executor": s.executor}
+        for s in steps]}
 
 
 def worker_of(client: Any, run_id: str, step_key: str) -> str | None:

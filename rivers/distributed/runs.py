@@ -5,10 +5,11 @@ step's latest attempt and its events live beside it (keys.py). The coordinator t
 lease on it; a run whose lease expired is taken over by another coordinator (daemon.py).
 
 A run is for one repository (MODULE:ATTR, `normalise_target`): it is pushed on that repository's submitted list
-and only coordinators serving it take it. A repository no module holds (built in a function) cannot be named:
-its runs go to the shared list, as those of older clients do, and any coordinator takes them. Each of them renews keys.serving_key(repository) with its heartbeat;
-a run still queued after UNSERVED_TIMEOUT_S while no coordinator serves its repository ends failed, saying so
-(`fail_unserved`: by the waiting `rivers submit --wait`, or by any coordinator's scan).
+and only coordinators serving it take it; each of them renews keys.serving_key(repository) with its heartbeat.
+A run still queued after UNSERVED_TIMEOUT_S while no coordinator serves its repository ends failed, saying so
+(`fail_unserved`: by `rivers submit --wait`, `RunHandle.wait`, or any coordinator's scan). A repository no module
+holds (built in a function) cannot be named: its runs go to the shared list, as those of older clients do, and
+any coordinator takes them.
 
 Redis stays bounded: a run's id is in the active set (keys.RUNS_ACTIVE) from its submission to its end,
 and its end (one MULTI with the final record) sets every key of the run to expire RUN_RETENTION_S later

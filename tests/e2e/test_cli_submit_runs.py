@@ -239,3 +239,46 @@ def test_repo_submit_names_its_repository_and_wait_reports_it_unserved(
     assert not result.success and handle.status == "failed"
     assert result.failed_assets == [("<run>", f"no rivers-coordinator serves {SHOP}; start one with "
                                               f"rivers-coordinator --repo {SHOP}")]
+
+
+def test_submit_wait_on_a_terminal_shows_the_live_display(
+    redis_url: str, tmp_path: Path, workers: WorkerProcesses,
+) -> None:
+    import pty
+    import select
+    import time
+
+    gate = tmp_path / "gate"
+    gate.touch()
+    env = {"SUBMIT_TEST_GATE": str(gate), "SUBMIT_TEST_STORE": str(tmp_path / "store")}
+    workers.start(redis_url, concurrency=1, env=env)
+    warehouse = coordinators(redis_url, tmp_path, WAREHOUSE, env)
+    try:
+        warehouse.name_of(warehouse.start())
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: rivers on a terminal
+            os.environ.update({"RIVERS_REDIS_URL": redis_url, "COLUMNS": "120"})
+            os.chdir(ROOT)
+            os.execv(sys.executable, [sys.executable, "-m", "rivers.cli.main", "submit", WAREHOUSE, "--wait"])
+        output, deadline = b"", time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", output.decode(errors="replace"))
+            if gate.exists() and re.search(r"0 done +[1-3] running +[0-2] queued", text):
+                gate.unlink()  # the display counted the claimed steps as running: let them end
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if gate.exists():
+            gate.unlink()
+        warehouse.close()
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert re.search(r"0 done +[1-3] running +[0-2] queued", text), text
+    assert statuses(text) == dict.fromkeys(["slow", "also_slow", "slowest", "after_slow"], "succeeded")
+    assert re.search(r"run [0-9a-f-]{36} succeeded: success=True", text)
