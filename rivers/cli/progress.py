@@ -64,7 +64,10 @@ class RunProgress:
                 return
             if result is not None and self.run_id is None:
                 self.run_id = result.run_id or None
-            if event == "started":  # handed to its executor; "running" once a process starts it (mark_running)
+            if event == "running":  # a process started it (a worker's step process, a pod): its coordinator says so
+                if row.status in ("pending", "queued"):
+                    row.status = "running"
+            elif event == "started":  # handed to its executor; "running" once a process starts it (mark_running)
                 # an in_process step is "started" by the coordinator's own thread (or event loop) as it runs it
                 row.status = "running" if getattr(step, "executor", None) == "in_process" else "queued"
             elif event == "skipped":

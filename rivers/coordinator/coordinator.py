@@ -20,6 +20,7 @@ import dataclasses
 import queue
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
@@ -42,6 +43,14 @@ from rivers.runtime import StepCall, fan_out_keys, fire_hooks
 RunListener = Callable[[str, Step, StepResult | None], None]  # (event, step, result)
 
 __all__ = ["Coordinator", "RunListener", "exception_type", "failure_exception"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Running:
+    """In the inbox: a process started this attempt (until then it was queued)."""
+
+    step_key: str
+    attempt: int
 
 
 class Coordinator:
@@ -68,7 +77,7 @@ class Coordinator:
         self.listener = listener
         self.pods = pods or Executor.kubernetes()  # what kubernetes steps' pods get, before Compute and escalation
         self.state = RunState(plan, seed, executor_limits)
-        self.inbox: queue.SimpleQueue[StepResult | None] = queue.SimpleQueue()  # None: stand down
+        self.inbox: queue.SimpleQueue[StepResult | Running | None] = queue.SimpleQueue()  # None: stand down
         self.in_flight = 0
         self.log = get_logger().bind(run_id=run_id)
 
@@ -136,9 +145,14 @@ class Coordinator:
                 return
             self._take(result)
 
-    def _take(self, result: StepResult | None) -> None:
+    def _take(self, result: StepResult | Running | None) -> None:
         if result is None:
             raise FencedOut(f"run {self.run_id} is owned by another coordinator now")
+        if isinstance(result, Running):
+            if self.state.status.get(result.step_key) == "running" and \
+                    self.state.attempts.get(result.step_key) == result.attempt:  # not an attempt that ended
+                self._notify("running", self.plan.steps[result.step_key], None)
+            return
         self.in_flight -= 1
         self._settle(result)
 
@@ -165,7 +179,7 @@ class Coordinator:
         call = self._call(step, attempt)
         if step.executor == "kubernetes":
             call.pod = self._pod_request(step)
-        request = StepRequest(step, call, self.inbox.put)
+        request = StepRequest(step, call, self.inbox.put, partial(self.inbox.put, Running(step.key, attempt)))
         self.log.debug("step.queued", step_key=step.key, executor=step.executor, attempt=attempt)
         self.in_flight += 1
         if step.executor != "in_process":  # an in-process sync step starts when it runs (run_next)

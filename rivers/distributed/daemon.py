@@ -399,7 +399,7 @@ class _Cancellable:
                 self.on_failed(request.step, result)
             report(result)
 
-        self.queue.put(StepRequest(request.step, request.call, reported))
+        self.queue.put(StepRequest(request.step, request.call, reported, request.running))
 
     def flush(self) -> None:
         self.queue.flush()

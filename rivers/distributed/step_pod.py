@@ -52,6 +52,7 @@ if string.sub(holder, 1, {len(keys.POD_LEASE_PREFIX)}) == '{keys.POD_LEASE_PREFI
 end
 rq_requeued(found[5], id, found[4])
 rq_started(found[5], id, ARGV[1], ARGV[4], ARGV[3], {defaults.RQ_STARTED_TTL_S})
+redis.call('HSET', job, '{keys.JOB_RUNNING_AT}', ARGV[4])
 redis.call('SET', lease, ARGV[1], 'PX', ARGV[2])
 return {{'ok', found[1], found[2] or ''}}
 """

@@ -11,7 +11,8 @@
         RPUSH the signed report, HSET it in the run's reports, DEL lease, job finished | failed
         (a report whose lease is gone is stale: dropped, the coordinator has retried the step)
     heartbeat thread: every HEARTBEAT_S renew each lease (PEXPIRE); a lease that is gone means the step was
-        taken away: its pool process is killed and its report will be dropped. Also the worker's own key.
+        taken away: its pool process is killed and its report will be dropped. Also the worker's own key, and
+        `rivers_running_at` of the jobs a step process started since the last beat (queued -> running).
     SIGTERM once: take nothing new, finish running steps, exit; twice: hand them back to the queue, exit
 
 The main process never imports user code: it moves bytes, and leaves every decision to the coordinator.
@@ -171,6 +172,7 @@ class Worker:
         self._release: Any = None
         self._cond = threading.Condition()
         self._held: dict[str, StepJob] = {}  # job id -> job running here
+        self._began: list[tuple[str, float]] = []  # (job id, when) a step process got it: told at the next beat
         self._reports: queue.SimpleQueue[tuple[str, PoolResult] | None] = queue.SimpleQueue()
         self._stopping = False  # first SIGTERM
         self._handing_back = False  # second SIGTERM
@@ -185,7 +187,8 @@ class Worker:
         self._claim = self.client.register_script(CLAIM_SCRIPT)
         self._report = self.client.register_script(REPORT_SCRIPT)
         self._release = self.client.register_script(RELEASE_SCRIPT)
-        self.pool = ProcessPool(self.concurrency, LeaseFence(self.url, self.name))
+        self.pool = ProcessPool(self.concurrency, LeaseFence(self.url, self.name),
+                                on_start=lambda job_id: self._began.append((job_id, time.time())))
         self.pool.start()  # warm before the first claim: a step never waits for a process to start
         self._install_signals()
         self._beat()  # registered as a consumer before the first job
@@ -328,8 +331,12 @@ class Worker:
     def _beat(self) -> None:
         with self._cond:
             held = list(self._held)
+        began, self._began = self._began, []
         pipe = self.client.pipeline(transaction=False)
         announce(pipe, self.name, self.executor, held, self.birth)
+        for job_id, when in began:  # running, not only claimed: the coordinator's watcher tells the run
+            if job_id in held:
+                pipe.hset(keys.job_key(job_id), keys.JOB_RUNNING_AT, when)
         for job_id in held:
             pipe.pexpire(keys.lease_key(job_id), defaults.LEASE_MS)
         replies = pipe.execute()

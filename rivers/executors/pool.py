@@ -81,9 +81,11 @@ class _State:
 class ProcessPool:
     """Steps as spec JSON in `max_workers` processes; a dead process fails its own step only."""
 
-    def __init__(self, max_workers: int, fence_factory: FenceFactory | None = None) -> None:
+    def __init__(self, max_workers: int, fence_factory: FenceFactory | None = None,
+                 on_start: Callable[[str], None] | None = None) -> None:
         self.max_workers = max_workers
         self.fence_factory = fence_factory
+        self.on_start = on_start  # called with a ticket as a process gets its spec (with the pool's lock held)
         self._context = get_context("loky")
         self._lock = threading.Lock()
         self._state = _State()
@@ -188,7 +190,9 @@ class ProcessPool:
                 try:
                     slot.conn.send((task.ticket, task.spec_json))
                 except (OSError, ValueError):  # the process is dying: the reader reports the ticket with it
-                    pass
+                    continue
+                if self.on_start is not None:
+                    self.on_start(task.ticket)
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError, ValueError):

@@ -19,6 +19,10 @@ from rivers.runtime import StepCall
 Report = Callable[[StepResult], None]
 
 
+def _not_told() -> None:
+    """A consumer that cannot tell when a step starts running says nothing."""
+
+
 @dataclass(slots=True)
 class StepRequest:
     """One attempt of one step, handed to an executor."""
@@ -26,6 +30,7 @@ class StepRequest:
     step: Step
     call: StepCall  # the live objects; a consumer that leaves the process builds a StepSpec from it
     report: Report
+    running: Callable[[], None] = _not_told  # a process started the step (it was only queued until then)
 
     @property
     def live(self) -> bool:

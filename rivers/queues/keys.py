@@ -48,6 +48,7 @@ JOB_EXC_INFO = "exc_info"  # why a job failed: the step's error, or why a worker
 JOB_HEARTBEAT = "last_heartbeat"
 JOB_TIMEOUT = "timeout"  # -1: no RQ timeout, the lease decides
 JOB_RESULT_TTL = "result_ttl"
+JOB_RUNNING_AT = "rivers_running_at"  # when a step process (or a step pod) started running it (epoch s); ours
 JOB_LAUNCHER = "rivers_launcher"  # a kubernetes step: the pod launcher that follows its pod (ours, not RQ's)
 QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"  # job statuses, as RQ spells them
 

@@ -110,6 +110,7 @@ class _Pending:
     misses: int = 0  # watcher ticks in a row that found it claimed without a lease, or its job gone
     reported: int = 0  # watcher ticks that found its report in the reports hash while it was still pending
     worker: str = ""
+    running: bool = False  # a step process (or pod) has started it: the run was told
 
 
 class RedisHub:
@@ -310,14 +311,18 @@ class RedisHub:
     def _check(self, watched: list[_Pending]) -> None:
         pipe = self.client.pipeline(transaction=True)  # one consistent snapshot of claims, leases and reports
         for pending in watched:
-            pipe.hmget(keys.job_key(pending.job_id), keys.JOB_STATUS, keys.JOB_WORKER, keys.JOB_EXC_INFO)
+            pipe.hmget(keys.job_key(pending.job_id), keys.JOB_STATUS, keys.JOB_WORKER, keys.JOB_EXC_INFO,
+                       keys.JOB_RUNNING_AT)
             pipe.exists(keys.lease_key(pending.job_id))
             pipe.hexists(keys.run_reports_key(pending.request.call.run_id), pending.job_id)
         replies = pipe.execute()
         overdue: list[_Pending] = []
         now = time.monotonic()
         for index, pending in enumerate(watched):
-            (status, worker, refusal), leased, reported = replies[3 * index: 3 * index + 3]
+            (status, worker, refusal, running_at), leased, reported = replies[3 * index: 3 * index + 3]
+            if running_at and not pending.running:
+                pending.running = True
+                pending.request.running()
             if reported:
                 pending.reported += 1
                 # its list message was taken by a coordinator that died, or is lost: the stored copy stands

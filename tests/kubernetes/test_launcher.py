@@ -437,3 +437,22 @@ def test_a_launcher_stops_within_moments_when_redis_is_gone(fake_cluster: FakeCl
         assert code == 1 and events(launchers, "launcher.exit"), launchers.logs()
     finally:
         launchers.close()
+
+
+def test_a_step_is_running_once_its_pod_took_it_over(launchers: Launchers, fake_cluster: FakeCluster,
+                                                     tmp_path: Path) -> None:
+    from rivers.run import listening
+    from tests.e2e.test_running_events import Events
+
+    launchers.start()
+    repo = dp.make_repo([dp.source, dp.gated], tmp_path, default_executor=rs.Executor.kubernetes())
+    events = Events()
+    with listening(events):
+        with fake_cluster.hold("rivers.io/step=gated"):
+            run = Background(repo)
+            wait_for(lambda: fake_cluster.pods("default", "rivers.io/step=gated"), 60, message="the gated pod")
+            assert events.of("gated") == ["started"]  # its pod is pending: queued, not running
+        wait_for(lambda: "running" in events.of("gated"), 30, message="the pod to take the step over")
+        (tmp_path / "scratch" / "open").touch()
+        result = run.wait(60)
+    assert result.success and events.of("gated") == ["started", "running", "succeeded"]
