@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import sys
 import threading
@@ -210,11 +211,12 @@ def _forge_report_during_a_run(
 ) -> tuple[threading.Thread, dict[str, Any], dp.Scratch, redis.Redis]:
     """Start dp.gated in a thread; once its step runs in the worker, push a forged report of it naming ForgedError."""
     repo = dp.make_repo([dp.source, dp.gated, dp.after_gated], tmp_path / "run")
+    run_id = str(uuid.uuid4())  # this run's keys, whatever else Redis holds
     outcome: dict[str, Any] = {"repo": repo}
 
     def run() -> None:
         try:
-            outcome["result"] = repo.materialize()
+            outcome["result"] = repo.materialize(run_id_override=run_id)
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             outcome["error"] = exc
 
@@ -223,9 +225,7 @@ def _forge_report_during_a_run(
     scratch = repo.resources["scratch"]
     client = redis.Redis.from_url(redis_url)
     wait_for(lambda: scratch.lines("gated"), 30, message="the gated step to run in the worker")
-    [jobs_key] = client.keys("rivers:run:*:jobs")
-    run_id = jobs_key.decode().split(":")[2]
-    job_id = client.hget(jobs_key, "gated").decode()
+    job_id = client.hget(f"rivers:run:{run_id}:jobs", "gated").decode()
     _func, _, (spec_json, _reply), _ = json.loads(zlib.decompress(client.hget(f"rq:job:{job_id}", "data")))
     outputs = [out["name"] for out in json.loads(spec_json)["outputs"]]
     error = StepError(type="ForgedError", module=TARGETS, message="forged by an attacker")
@@ -237,21 +237,26 @@ def _forge_report_during_a_run(
 
 
 def test_an_unsigned_report_is_refused_and_the_run_completes(
-    redis_url: str, workers: WorkerProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: Any
+    redis_url: str, workers: WorkerProcesses, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     marker_dir = tmp_path / "markers"
     start_worker(workers, redis_url, marker_dir)
     monkeypatch.setenv("RIVERS_SECRET", SECRET)
     monkeypatch.setenv("FORGERY_MARKERS", str(marker_dir))  # an import here would leave its marker too
-    thread, outcome, scratch, _client = _forge_report_during_a_run(redis_url, tmp_path)
-    captured: list[str] = []
-
-    def refused() -> bool:
-        captured.append(capfd.readouterr().err)
-        return "redis.report_refused" in "".join(captured)
-
-    wait_for(refused, 10, message="the coordinator to refuse the forged report")
-    assert "is not signed with RIVERS_SECRET" in "".join(captured)
+    # rivers logs to whatever sys.stderr is when it writes: a buffer of our own, read without truncating it
+    # (capfd's readouterr() truncates its file, and a line another thread writes meanwhile is lost)
+    logged = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", logged)
+    thread, outcome, scratch, client = _forge_report_during_a_run(redis_url, tmp_path)
+    try:
+        wait_for(lambda: "redis.report_refused" in logged.getvalue(), 10,
+                 message="the coordinator to refuse the forged report")
+    except AssertionError as exc:
+        (Path(scratch.dir) / "open").touch()  # let the run end: it must not outlive this test
+        key = outcome["results_key"]
+        raise AssertionError(f"{exc}; {key} holds {client.lrange(key, 0, -1)!r}; logged:\n"
+                             f"{logged.getvalue()[-3000:]}") from None
+    assert "is not signed with RIVERS_SECRET" in logged.getvalue()
     (Path(scratch.dir) / "open").touch()
     thread.join(30)
     assert not thread.is_alive()
