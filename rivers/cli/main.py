@@ -31,6 +31,7 @@ from rivers.cli.common import EXIT_BROKEN_PIPE, HelpFormatter, add_common, apply
 from rivers.cli.config import add_config_arguments, check_run_config, run_config
 from rivers.cli.logs import LiveLogs, add_logs_command, logs_command, with_runs_dir
 from rivers.cli.progress import RunProgress, print_interrupted, print_summary
+from rivers.launch import hint
 
 if TYPE_CHECKING:
     from rivers.definitions.repository import CodeRepository
@@ -195,7 +196,7 @@ def module_of_path(spec: str) -> str:
         siblings = sorted(str(p.relative_to(path.parent)) for p in path.parent.glob("*.py")) \
             if path.parent.is_dir() else []
         raise UsageError(f"no file '{spec}' (MODULE[:ATTR] or FILE.py[:ATTR]); "
-                         f"{_hint(path.name, siblings, 'Python files')}")
+                         f"{hint(path.name, siblings, 'Python files')}")
     path = path.resolve()
     parts = [] if path.stem == "__init__" else [path.stem]
     root = path.parent
@@ -293,12 +294,12 @@ def check_names(repo: CodeRepository, selection: list[str] | None, job: str | No
     if job is not None:
         jobs = [known.name for known in repo._jobs]
         if job not in jobs:
-            raise UsageError(f"NodeNotFoundError: Job '{job}' not found in the repository; {_hint(job, jobs, 'jobs')}")
+            raise UsageError(f"NodeNotFoundError: Job '{job}' not found in the repository; {hint(job, jobs, 'jobs')}")
     names = set(graph.graphs) | set(graph.nodes) | set(graph.producer)
     for name in selection or []:
         if name not in names:
             raise UsageError(f"AssetNotFoundError: Asset '{name}' not found in the repository; "
-                             f"{_left_out(repo, name) or _hint(name, sorted(names), 'assets and tasks')}")
+                             f"{_left_out(repo, name) or hint(name, sorted(names), 'assets and tasks')}")
 
 
 def _left_out(repo: CodeRepository, name: str) -> str | None:
@@ -313,16 +314,6 @@ def _left_out(repo: CodeRepository, name: str) -> str | None:
             kind, listing = ("task", "tasks") if isinstance(value, Task) else ("asset", "assets")
             return f"{kind} '{name}' is defined in module {module} but not in the repository's {listing}=[...]"
     return None
-
-
-def _hint(name: str, known: list[str], what: str, shown: int = 12) -> str:
-    close = difflib.get_close_matches(name, known, n=3)
-    if close:
-        return f"did you mean {' or '.join(repr(c) for c in close)}?"
-    if not known:
-        return f"it has no {what}"
-    more = f" and {len(known) - shown} more" if len(known) > shown else ""
-    return f"its {what}: {', '.join(known[:shown])}{more}"
 
 
 def prepare(repo: CodeRepository, args: argparse.Namespace, progress: RunProgress) -> Callable[[], RunResult]:
