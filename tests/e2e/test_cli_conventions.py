@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -21,23 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_cli import BIN, command
 from tests.redis_server import RedisServer, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 PIPELINE = "tests.pipelines.cli_pipeline"
 COMMANDS = ["rivers", "rivers-worker", "rivers-coordinator"]
 STOP_WITHIN_S = 5.0
-
-
-def command(name: str) -> list[str]:
-    script = BIN / name
-    if script.exists():
-        return [str(script)]
-    module = {"rivers": "main", "rivers-worker": "worker", "rivers-coordinator": "coordinator"}[name]
-    return [sys.executable, "-m", f"rivers.cli.{module}"]
 
 
 def environment(**extra: str) -> dict[str, str]:

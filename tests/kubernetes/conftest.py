@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client, config
 
 from tests.kubernetes.fake_cluster import FakeCluster, Image
-from tests.kubernetes.launcher_fixtures import Launchers
+from tests.kubernetes.launcher_fixtures import Launchers, launchers_on
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = str(Path(sys.executable).parent)
@@ -72,8 +72,5 @@ def kube(fake_cluster: FakeCluster) -> Iterator[Kube]:
 
 @pytest.fixture
 def launchers(fake_cluster: FakeCluster, redis_url: str, tmp_path: Path) -> Iterator[Launchers]:
-    log_dir = tmp_path / "launcher-logs"
-    log_dir.mkdir()
-    started = Launchers(fake_cluster, redis_url, log_dir)
-    yield started
-    started.close()
+    with launchers_on(fake_cluster, redis_url, tmp_path) as started:
+        yield started

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -62,3 +64,15 @@ class Launchers:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill(process)
+
+
+@contextmanager
+def launchers_on(cluster: FakeCluster, url: str, tmp_path: Path) -> Iterator[Launchers]:
+    """Launchers against the Redis at `url` (the session's, or one a test stops and starts), stopped at the end."""
+    log_dir = tmp_path / "launcher-logs"
+    log_dir.mkdir()
+    started = Launchers(cluster, url, log_dir)
+    try:
+        yield started
+    finally:
+        started.close()

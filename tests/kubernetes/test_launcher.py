@@ -19,7 +19,7 @@ from rivers.queues import keys
 from tests.conftest import Background, WorkerProcesses
 from tests.kubernetes.conftest import Kube
 from tests.kubernetes.fake_cluster import FakeCluster
-from tests.kubernetes.launcher_fixtures import Launchers
+from tests.kubernetes.launcher_fixtures import Launchers, launchers_on
 from tests.pipelines import distributed_pipeline as dp
 from tests.pipelines import kubernetes_pipeline as kp
 from tests.pipelines.distributed_graph_pipeline import Pids
@@ -396,10 +396,7 @@ def test_a_pod_paused_past_its_lease_cannot_write_after_its_retry(launchers: Lau
 def test_redis_gone_while_a_pod_ends_loses_nothing(fake_cluster: FakeCluster, persistent_redis: Any,
                                                    tmp_path: Path) -> None:
     """Redis stops while a step runs in its pod, the pod ends meanwhile; once Redis is back the run completes."""
-    log_dir = tmp_path / "launcher-logs"
-    log_dir.mkdir()
-    launchers = Launchers(fake_cluster, persistent_redis.url, log_dir)
-    try:
+    with launchers_on(fake_cluster, persistent_redis.url, tmp_path) as launchers:
         launchers.start()
         repo = dp.make_repo([dp.source, dp.gated, dp.after_gated], tmp_path,
                             default_executor=rs.Executor.kubernetes())
@@ -416,18 +413,13 @@ def test_redis_gone_while_a_pod_ends_loses_nothing(fake_cluster: FakeCluster, pe
         assert result.success, (result.failed_assets, launchers.logs())
         assert repo.load_node("after_gated") == 22
         assert len(scratch.lines("after_gated")) == 1
-    finally:
-        launchers.close()
 
 
 def test_a_launcher_stops_within_moments_when_redis_is_gone(fake_cluster: FakeCluster, forgetful_redis: Any,
                                                             tmp_path: Path) -> None:
     import time
 
-    log_dir = tmp_path / "launcher-logs"
-    log_dir.mkdir()
-    launchers = Launchers(fake_cluster, forgetful_redis.url, log_dir)
-    try:
+    with launchers_on(fake_cluster, forgetful_redis.url, tmp_path) as launchers:
         process = launchers.start()
         forgetful_redis.stop()
         process.send_signal(signal.SIGTERM)
@@ -435,8 +427,6 @@ def test_a_launcher_stops_within_moments_when_redis_is_gone(fake_cluster: FakeCl
         code = process.wait(30)
         assert time.monotonic() - began < 5, launchers.logs()
         assert code == 1 and events(launchers, "launcher.exit"), launchers.logs()
-    finally:
-        launchers.close()
 
 
 def test_a_step_is_running_once_its_pod_took_it_over(launchers: Launchers, fake_cluster: FakeCluster,
