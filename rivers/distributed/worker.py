@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,6 +153,31 @@ def unannounce(url: str, name: str, executor: str) -> None:
         pipe.execute()
 
 
+class Presence:
+    """A consumer's listing in Redis: a heartbeat never lands after the goodbye (it would list a gone consumer)."""
+
+    def __init__(self, url: str, name: str, executor: str) -> None:
+        self.url, self.name, self.executor = url, name, executor
+        self._lock = threading.Lock()
+        self._left = False
+
+    @contextlib.contextmanager
+    def beating(self) -> Iterator[bool]:
+        """Hold while beating; False once the consumer has left (then beat nothing)."""
+        with self._lock:
+            yield not self._left
+
+    def leave(self) -> None:
+        # a beat stuck in Redis retries must not hold the goodbye for long: it will find _left set
+        locked = self._lock.acquire(timeout=defaults.REDIS_SOCKET_TIMEOUT_S)
+        try:
+            self._left = True
+            unannounce(self.url, self.name, self.executor)
+        finally:
+            if locked:
+                self._lock.release()
+
+
 class Worker:
     """One `rivers-worker` process."""
 
@@ -179,6 +204,7 @@ class Worker:
         self._done = threading.Event()
         self.pool: ProcessPool | None = None
         self.birth = datetime.now(UTC)
+        self.presence = Presence(url, self.name, executor)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -262,7 +288,7 @@ class Worker:
     def _finish(self) -> None:
         self._reports.put(None)
         self._done.wait(defaults.REDIS_SOCKET_TIMEOUT_S)
-        unannounce(self.url, self.name, self.executor)
+        self.presence.leave()
         if self.pool is not None and not self._handing_back:
             self.pool.shutdown()
         self.log.info("worker.stopped")
@@ -329,6 +355,11 @@ class Worker:
                 self.log.warning("worker.heartbeat_failed", error=repr(exc))
 
     def _beat(self) -> None:
+        with self.presence.beating() as present:
+            if present:
+                self._beat_once()
+
+    def _beat_once(self) -> None:
         with self._cond:
             held = list(self._held)
         began, self._began = self._began, []

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
 from rivers.distributed.jobs import StepJob, decode_job, encode_report
-from rivers.distributed.worker import RELEASE_SCRIPT, announce, on_stop_signals, unannounce
+from rivers.distributed.worker import RELEASE_SCRIPT, Presence, announce, on_stop_signals
 from rivers.exceptions import ConfigurationError, ExecutionError, OutOfMemory, PodFailed, RefusedJob
 from rivers.kubernetes import leases
 from rivers.kubernetes.cluster import NO_IMAGE, Cluster, connect_cluster, default_image
@@ -114,6 +114,7 @@ class Launcher:
         self._leaving = False  # second SIGTERM
         self._done = threading.Event()
         self.birth = datetime.now(UTC)
+        self.presence = Presence(url, self.name, EXECUTOR)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -193,7 +194,7 @@ class Launcher:
 
     def _finish(self) -> None:
         self._done.set()
-        unannounce(self.url, self.name, EXECUTOR)  # at once: another launcher adopts what is still followed
+        self.presence.leave()  # at once: another launcher adopts what is still followed
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close()
@@ -457,9 +458,12 @@ class Launcher:
         with self._cond:
             followed = list(self._followed.values())
         holding = [f for f in followed if f.holding]
-        pipe = self.client.pipeline(transaction=False)
-        announce(pipe, self.name, EXECUTOR, [f.job.job_id for f in followed], self.birth, defaults.LAUNCHER_TTL_MS)
-        pipe.execute()
+        with self.presence.beating() as present:
+            if not present:
+                return
+            pipe = self.client.pipeline(transaction=False)
+            announce(pipe, self.name, EXECUTOR, [f.job.job_id for f in followed], self.birth, defaults.LAUNCHER_TTL_MS)
+            pipe.execute()
         if holding:
             renewed = self._scripts["RENEW"](args=[self.name, defaults.LEASE_MS, *(f.job.job_id for f in holding)])
             for entry, mine in zip(holding, renewed, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 import warnings
@@ -18,6 +19,7 @@ from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
+from rivers.distributed.worker import Presence, announce
 from rivers.queues import rq_view
 from tests.redis_server import RedisServer
 
@@ -358,3 +360,35 @@ def test_untracked_executions_leave_the_state_to_the_heartbeat(client: Any) -> N
     assert worker.get_state() == "idle"
     assert worker.successful_job_count == 2
     assert sorted(FinishedJobRegistry(queue=q).get_job_ids()) == sorted([first, second])
+
+
+def test_no_heartbeat_lands_after_the_goodbye(server: RedisServer, client: Any) -> None:
+    """A beat already under way when the consumer leaves finishes first; one that starts later beats nothing."""
+    presence = Presence(server.url, WORKER, "parallel")
+    inside, release = threading.Event(), threading.Event()
+    beats: list[bool] = []
+
+    def beat() -> None:
+        with presence.beating() as present:
+            beats.append(present)
+            inside.set()
+            release.wait(10)
+            if present:
+                pipe = client.pipeline(transaction=False)
+                announce(pipe, WORKER, "parallel", [], datetime.now(UTC))
+                pipe.execute()
+
+    first = threading.Thread(target=beat)
+    first.start()
+    assert inside.wait(10)
+    leaving = threading.Thread(target=presence.leave)
+    leaving.start()
+    leaving.join(0.2)
+    assert leaving.is_alive()  # the goodbye waits for the beat under way
+    release.set()
+    first.join(10)
+    leaving.join(10)
+    assert not leaving.is_alive()
+    beat()  # a beat after the goodbye
+    assert beats == [True, False]
+    assert client.keys("rivers:worker:*") == [] and Worker.all(connection=client) == []
