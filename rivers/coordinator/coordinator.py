@@ -70,7 +70,7 @@ class Coordinator:
     ) -> None:
         self.run_id = run_id
         self.plan = plan
-        self.in_process = InProcessQueue(self._started)
+        self.in_process = InProcessQueue(self._started_now)
         self.queues: Mapping[str, StepQueue] = {**queues, "in_process": self.in_process}
         self.resources = resources
         self.step_config = step_config
@@ -79,6 +79,7 @@ class Coordinator:
         self.state = RunState(plan, seed, executor_limits)
         self.inbox: queue.SimpleQueue[StepResult | Running | None] = queue.SimpleQueue()  # None: stand down
         self.in_flight = 0
+        self._told: list[tuple[str, Step, StepResult | None]] = []  # events not yet given to the listener
         self.log = get_logger().bind(run_id=run_id)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -98,6 +99,7 @@ class Coordinator:
                 self._dispatch_all(self.state.due(time.monotonic()))
                 for step_queue in self.queues.values():  # what was dispatched leaves before anything waits
                     step_queue.flush()
+                self._tell()  # only now: a listener's writes (run history in Redis) are not on the hand-off path
                 if self.in_process.run_next():
                     continue
                 due = self.state.next_due()
@@ -107,6 +109,7 @@ class Coordinator:
                     time.sleep(max(0.0, due - time.monotonic()))
         finally:
             self.in_process.shutdown()
+        self._tell()
         self._fire_graph_hooks()
         return self._run_result()
 
@@ -191,6 +194,11 @@ class Coordinator:
         escalation = step.retry.escalate if step.retry is not None else None
         return pod_request(self.pods, getattr(step.node.definition, "compute", None), escalation,
                            self.state.reasons.get(step.key, ()))
+
+    def _started_now(self, request: StepRequest) -> None:
+        """An in-process step is about to run in this thread: its event cannot wait for the next flush."""
+        self._started(request)
+        self._tell()
 
     def _started(self, request: StepRequest) -> None:
         self._notify("started", request.step, None)
@@ -287,8 +295,15 @@ class Coordinator:
         self._dispatch_all(settled.ready)
 
     def _notify(self, event: str, step: Step, result: StepResult | None) -> None:
+        """Events wait until the steps dispatched meanwhile have left (`_tell`), in the order they happened."""
         if self.listener is not None:
-            self.listener(event, step, result)
+            self._told.append((event, step, result))
+
+    def _tell(self) -> None:
+        told, self._told = self._told, []
+        if self.listener is not None:
+            for event, step, result in told:
+                self.listener(event, step, result)
 
     def _run_result(self) -> RunResult:
         failed = self.state.failed_assets()

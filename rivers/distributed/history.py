@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rivers import defaults
@@ -102,13 +105,29 @@ def planned_entry(steps: list[Step]) -> dict[str, Any]:
         for s in steps]}
 
 
+# The worker (or pod) that held the lease of each step's latest job, '' where unknown. KEYS[1]: the run's jobs
+# hash; ARGV: step keys.
+WORKERS_LUA = f"""
+local found = {{}}
+for i = 1, #ARGV do
+  local id = redis.call('HGET', KEYS[1], ARGV[i])
+  found[i] = id and (redis.call('HGET', '{keys.RQ_JOB_PREFIX}' .. id, '{keys.JOB_WORKER}') or '') or ''
+end
+return found
+"""
+
+
+def workers_of(client: Any, run_id: str, step_keys: list[str]) -> list[str | None]:
+    """Who ran each step's latest job (a worker or a pod), while its job hash is kept: one round trip."""
+    if not step_keys:
+        return []
+    found = client.eval(WORKERS_LUA, 1, keys.run_jobs_key(run_id), *step_keys)
+    return [worker.decode() or None for worker in found]
+
+
 def worker_of(client: Any, run_id: str, step_key: str) -> str | None:
     """The worker (or pod) that held the lease of a step's latest job, while its job hash is kept."""
-    job_id = client.hget(keys.run_jobs_key(run_id), step_key)
-    if job_id is None:
-        return None
-    worker = client.hget(keys.job_key(job_id.decode()), keys.JOB_WORKER)
-    return worker.decode() if worker else None
+    return workers_of(client, run_id, [step_key])[0]
 
 
 # -- reading runs -----------------------------------------------------------------------------------
@@ -192,7 +211,11 @@ def run_detail(client: Any, run_id: str) -> dict[str, Any] | None:
 
 # -- embedded runs ------------------------------------------------------------------------------------
 class EmbeddedRecord:
-    """Records one embedded run in Redis as its steps move; never fails the run (Redis errors are logged)."""
+    """Records one embedded run in Redis as its steps move; never fails the run (Redis errors are logged).
+
+    The run's thread only queues events: a writer thread sends them in batches (two round trips per batch),
+    so that recording never sits between a step's end and its downstream's start.
+    """
 
     def __init__(self, client: Any, run_id: str) -> None:
         self.client = client
@@ -200,33 +223,56 @@ class EmbeddedRecord:
         self.tally = Tally()
         self._planned: list[Step] = []
         self._broken = False
+        self._queue: queue.SimpleQueue[tuple[dict[str, Any], StepResult | None] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
 
     def __call__(self, event: str, step: Step, result: StepResult | None) -> None:
         if event == "planned":
             self._planned.append(step)
             return
-        entries = []
         if self._planned:
-            entries.append(planned_entry(self._planned))
+            self._add(planned_entry(self._planned), None)
             self._planned = []
-        worker = None
-        if result is not None:
-            worker = self._safely(lambda: worker_of(self.client, self.run_id, step.key)) or f"local (pid {result.pid})"
-        entries.append(step_entry(event, step, result, worker))
-        self._write(entries, step.key if result is not None else None, result)
+        self._add(step_entry(event, step, result, None), result)
 
-    def _write(self, entries: list[dict[str, Any]], key: str | None, result: StepResult | None) -> None:
-        for entry in entries:
-            self.tally.add(entry)
+    def _add(self, entry: dict[str, Any], result: StepResult | None) -> None:
+        self.tally.add(entry)
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="rivers-run-record", daemon=True)
+            self._writer.start()
+        self._queue.put((entry, result))
 
-        def write() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.rpush(keys.run_events_key(self.run_id), *[json.dumps(e) for e in entries])
-            if key is not None and result is not None:
-                pipe.hset(keys.run_steps_key(self.run_id), key, result.model_dump_json())
-            pipe.execute()
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            if items:
+                self._safely(partial(self._write, items))
+            if len(items) < len(batch):
+                return
 
-        self._safely(write)
+    def _write(self, items: list[tuple[dict[str, Any], StepResult | None]]) -> None:
+        ended = [(entry, result) for entry, result in items if result is not None]
+        workers = workers_of(self.client, self.run_id, [entry["step"] for entry, _ in ended])
+        for (entry, result), worker in zip(ended, workers, strict=True):
+            entry["worker"] = worker or f"local (pid {result.pid})"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(keys.run_events_key(self.run_id), *[json.dumps(entry) for entry, _ in items])
+        for entry, result in ended:
+            pipe.hset(keys.run_steps_key(self.run_id), entry["step"], result.model_dump_json())
+        pipe.execute()
+
+    def _drain(self) -> None:
+        """Wait until every queued event is written (or Redis gave up on them)."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
 
     def _safely(self, action: Callable[[], Any]) -> Any:
         if self._broken:
@@ -254,8 +300,9 @@ class EmbeddedRecord:
         from rivers.distributed.runs import end_run
 
         if self._planned:
-            self._write([planned_entry(self._planned)], None, None)
+            self._add(planned_entry(self._planned), None)
             self._planned = []
+        self._drain()
 
         def end() -> None:
             pipe = self.client.pipeline(transaction=True)

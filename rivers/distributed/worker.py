@@ -1,7 +1,8 @@
 """rivers-worker: claim steps from one queue, hand their spec JSON to warm step processes, forward the reports.
 
-    BLMPOP rq:queue:rivers:<executor> (up to the free slots)
-        ──> CLAIM script: for each id whose job is still queued: lease (PX, value = this worker), job started
+    one pipeline, one round trip: BLMOVE rq:queue:rivers:<executor> -> rivers:hand:<worker>, then
+        ──> TAKE script: the hand's ids and more from the queue (up to the free slots); for each one whose job
+            is still queued: lease (PX, value = this worker), job started (at Redis's time)
         ──> decode_job: signature (RIVERS_SECRET) over the exact bytes, bounded decompression, a rivers step?
               refused ──> job failed in Redis, nothing run, nothing reported (its sender is unknown)
         ──> pool.submit(job id, spec JSON, reply)      (pool.py: user code runs only in pool processes;
@@ -30,7 +31,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
+
+from redis.exceptions import NoScriptError
 
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
@@ -42,20 +45,16 @@ from rivers.logs import get_logger
 from rivers.queues import keys, rq_view
 
 
-# Claim popped jobs atomically: only a queued job is claimed. One whose hash is gone (cancelled, or failed by the
-# coordinator) or that already ran (its id pushed again: a replay) is skipped. `on_claim` (Lua, with `id` and
-# `job` in scope) is what a claimer adds, such as the pod launcher recording itself.
-# ARGV: worker, lease ms, now (RQ time), now (epoch s), queue name, ids...
-def claim_script(on_claim: str = "") -> str:
-    return rq_view.LUA_FUNCTIONS + f"""
+def _claim_ids(on_claim: str) -> str:
+    """Lua claiming `ids` (with worker, lease_ms, now, now_iso, queue in scope) -> id, data, signature, ..."""
+    return f"""
 local out = {{}}
-for i = 6, #ARGV do
-  local id = ARGV[i]
+for _, id in ipairs(ids) do
   local job = '{keys.RQ_JOB_PREFIX}' .. id
   local found = redis.call('HMGET', job, '{keys.JOB_DATA}', '{keys.JOB_SIGNATURE}', '{keys.JOB_STATUS}')
   if found[1] and found[3] == '{keys.QUEUED}' then
-    redis.call('SET', '{keys.LEASE_PREFIX}' .. id, ARGV[1], 'PX', ARGV[2])
-    rq_started(ARGV[5], id, ARGV[1], ARGV[4], ARGV[3], {defaults.RQ_STARTED_TTL_S})
+    redis.call('SET', '{keys.LEASE_PREFIX}' .. id, worker, 'PX', lease_ms)
+    rq_started(queue, id, worker, now, now_iso, {defaults.RQ_STARTED_TTL_S})
     {on_claim}
     out[#out + 1] = id
     out[#out + 1] = found[1]
@@ -64,6 +63,41 @@ for i = 6, #ARGV do
 end
 return out
 """
+
+
+# Claim popped jobs atomically: only a queued job is claimed. One whose hash is gone (cancelled, or failed by the
+# coordinator) or that already ran (its id pushed again: a replay) is skipped. `on_claim` (Lua, with `id` and
+# `job` in scope) is what a claimer adds, such as the pod launcher recording itself.
+# ARGV: worker, lease ms, now (RQ time), now (epoch s), queue name, ids...
+def claim_script(on_claim: str = "") -> str:
+    return rq_view.LUA_FUNCTIONS + """
+local worker, lease_ms, now_iso, now, queue = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ids = {}
+for i = 6, #ARGV do
+  ids[#ids + 1] = ARGV[i]
+end
+""" + _claim_ids(on_claim)
+
+
+# Take and claim, atomically, what the worker's BLMOVE just moved to its hand, and more from the queue up to a
+# count: sent in one pipeline right after the BLMOVE, a job is claimed in the round trip that delivers it. The
+# time is Redis's own (the pipeline was built before the BLMOVE waited).
+# ARGV: worker, lease ms, hand key, queue name, queue key, most jobs to take
+TAKE_SCRIPT = rq_view.LUA_FUNCTIONS + """
+local worker, lease_ms, hand, queue, queue_key = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now, now_iso = rq_clock()
+local ids = redis.call('LRANGE', hand, 0, -1)
+redis.call('DEL', hand)
+local more = tonumber(ARGV[6]) - #ids
+if more > 0 then
+  local popped = redis.call('LPOP', queue_key, more)
+  if popped then
+    for _, id in ipairs(popped) do
+      ids[#ids + 1] = id
+    end
+  end
+end
+""" + _claim_ids("")
 
 
 CLAIM_SCRIPT = claim_script()
@@ -192,7 +226,7 @@ class Worker:
         self.log = get_logger().bind(worker=self.name, executor=executor)
         self.key = signing.deployment_key()
         self.client: Any = None
-        self._claim: Any = None
+        self._take_script: Any = None
         self._report: Any = None
         self._release: Any = None
         self._cond = threading.Condition()
@@ -210,7 +244,9 @@ class Worker:
     def run(self) -> int:
         check_reachable(self.url)
         self.client = connect(self.url)
-        self._claim = self.client.register_script(CLAIM_SCRIPT)
+        self._take_script = self.client.register_script(TAKE_SCRIPT)
+        self._take_script(args=[self.name, defaults.LEASE_MS, keys.hand_key(self.name), self.queue,
+                                keys.queue_key(self.executor), 0])  # loaded, and a hand left by a namesake taken
         self._report = self.client.register_script(REPORT_SCRIPT)
         self._release = self.client.register_script(RELEASE_SCRIPT)
         self.pool = ProcessPool(self.concurrency, LeaseFence(self.url, self.name),
@@ -242,20 +278,33 @@ class Worker:
         self._stopping = True
 
     def _consume(self) -> None:
-        queue_key = keys.queue_key(self.executor)
         while not self._stopping:
             free = self._wait_for_slot()
             if not free:
                 continue
-            popped = self.client.blmpop(defaults.WORKER_BLOCK_S, 1, queue_key, direction="LEFT", count=free)
-            if not popped:
+            claimed = self._take(free)
+            if not claimed:
                 if self.burst and not self._held:
                     return
                 continue
-            ids = [job_id.decode() for job_id in popped[1]]
-            claimed = self._claim(args=[self.name, defaults.LEASE_MS, rq_view.rq_time(), time.time(), self.queue, *ids])
             for index in range(0, len(claimed), 3):
                 self._start(claimed[index].decode(), claimed[index + 1], claimed[index + 2] or None)
+
+    def _take(self, most: int) -> list[bytes]:
+        """Wait for a job and claim up to `most`, in one round trip: BLMOVE to this worker's hand, then TAKE."""
+        queue_key = keys.queue_key(self.executor)
+        args = [self.name, defaults.LEASE_MS, keys.hand_key(self.name), self.queue, queue_key, most]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.blmove(queue_key, keys.hand_key(self.name), defaults.WORKER_BLOCK_S, "LEFT", "RIGHT")
+        pipe.evalsha(self._take_script.sha, 0, *args)
+        moved, claimed = pipe.execute(raise_on_error=False)
+        if isinstance(moved, Exception):
+            raise moved
+        if isinstance(claimed, NoScriptError):  # Redis restarted without its scripts: what was moved is in hand
+            claimed = self._take_script(args=args)
+        elif isinstance(claimed, Exception):
+            raise claimed
+        return cast(list[bytes], claimed)
 
     def _wait_for_slot(self) -> int:
         """How many jobs to claim: the free slots, plus PREFETCH per slot waiting in the pool's queue."""

@@ -74,6 +74,11 @@ def worker_key(name: str) -> str:
     return WORKER_PREFIX + name
 
 
+def hand_key(name: str) -> str:
+    """The list a worker's BLMOVE moves a job id to; the take script that follows it empties it at once."""
+    return f"rivers:hand:{name}"
+
+
 def workers_key(executor: str) -> str:
     """Set of the names of workers that have consumed this executor's queue."""
     return f"rivers:workers:{executor}"

@@ -217,7 +217,31 @@ def unregister_worker(pipe: Any, name: str, queue_names: list[str]) -> None:
 #   rq_failed(queue, job_id, worker, now, now_iso, keep, exc_info, exc_string)   exc_string: exc_string_field() or ''
 #   rq_requeued(queue, job_id, worker)                            handed back: status queued, caller re-pushes it
 #   rq_forget(queue, job_id)                                      lost: end its execution, delete the job
+#   rq_iso(seconds, micros)                                       an epoch time as rq_time() writes it
+#   rq_clock()                                                    Redis's TIME: (epoch seconds, rq_iso of it)
 LUA_FUNCTIONS = """
+local function rq_iso(seconds, micros)
+  local days = math.floor(seconds / 86400)
+  local rest = seconds - days * 86400
+  local z = days + 719468  -- the civil date of a day number (proleptic Gregorian, eras of 400 years)
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day = doy - math.floor((153 * mp + 2) / 5) + 1
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400 + (month <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%06dZ', year, month, day, math.floor(rest / 3600),
+                       math.floor(rest % 3600 / 60), rest % 60, micros)
+end
+
+local function rq_clock()
+  local time = redis.call('TIME')
+  local seconds, micros = tonumber(time[1]), tonumber(time[2])
+  return string.format('%d.%06d', seconds, micros), rq_iso(seconds, micros)
+end
+
 local function rq_exec_id(worker)
   return (string.gsub(worker, ':', '_'))
 end

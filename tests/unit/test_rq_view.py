@@ -392,3 +392,25 @@ def test_no_heartbeat_lands_after_the_goodbye(server: RedisServer, client: Any) 
     beat()  # a beat after the goodbye
     assert beats == [True, False]
     assert client.keys("rivers:worker:*") == [] and Worker.all(connection=client) == []
+
+
+def test_lua_times_are_written_as_rq_time_writes_them(client: Any) -> None:
+    """rq_iso (Lua, from Redis's TIME) against Python's own formatting, across leap years and century rules."""
+    import random
+
+    draw = random.Random(7)
+    moments = [(0, 0), (951782400, 0), (951868799, 999999), (4107542400, 0), (4107628799, 1), (1709164800, 500000),
+               (1764633600, 123456), (253402300799, 999999),
+               *((draw.randrange(0, 4_000_000_000), draw.randrange(1_000_000)) for _ in range(300))]
+    script = rq_view.LUA_FUNCTIONS + "return rq_iso(tonumber(ARGV[1]), tonumber(ARGV[2]))"
+    for seconds, micros in moments:
+        expected = rq_view.rq_time(datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros))
+        assert client.eval(script, 0, seconds, micros).decode() == expected
+
+    clock = rq_view.LUA_FUNCTIONS + "local now, iso = rq_clock() return {now, iso}"
+    before = time.time()
+    now, iso = client.eval(clock, 0)
+    after = time.time()
+    assert before - 0.001 <= float(now) <= after + 0.001  # Redis and this process read one clock
+    assert abs(datetime.strptime(iso.decode(), rq_view.TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+               - float(now)) < 1e-6

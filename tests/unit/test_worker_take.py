@@ -1,0 +1,81 @@
+"""The worker's one-round-trip take: BLMOVE to its hand, then TAKE_SCRIPT claims the hand and more from the queue."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rivers.distributed.jobs import job_fields
+from rivers.distributed.worker import TAKE_SCRIPT
+from rivers.queues import keys
+from tests.redis_server import RedisServer
+
+WORKER = "host.1.abc"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: RedisServer) -> Iterator[Any]:
+    conn = server.client()
+    conn.flushdb()
+    yield conn
+    conn.close()
+
+
+def enqueue(client: Any, *ids: str) -> None:
+    for job_id in ids:
+        client.hset(keys.job_key(job_id), mapping=job_fields(job_id, "{}", "rivers:run:r:results", "rivers:parallel",
+                                                             "r step", None))
+        client.rpush(keys.queue_key("parallel"), job_id)
+
+
+def take(client: Any, most: int, block: float = 0.01) -> tuple[Any, list[str]]:
+    pipe = client.pipeline(transaction=False)
+    pipe.blmove(keys.queue_key("parallel"), keys.hand_key(WORKER), block, "LEFT", "RIGHT")
+    pipe.eval(TAKE_SCRIPT, 0, WORKER, 5000, keys.hand_key(WORKER), "rivers:parallel", keys.queue_key("parallel"), most)
+    moved, claimed = pipe.execute()
+    return moved, [claimed[i].decode() for i in range(0, len(claimed), 3)]
+
+
+def test_take_claims_what_it_moved_then_more_up_to_most(client: Any) -> None:
+    enqueue(client, "a", "b", "c", "d")
+    before = time.time()
+    moved, claimed = take(client, 3)
+    assert (moved, claimed) == (b"a", ["a", "b", "c"])
+    assert client.lrange(keys.queue_key("parallel"), 0, -1) == [b"d"]
+    assert not client.exists(keys.hand_key(WORKER))  # the hand is empty once the take has run
+    for job_id in claimed:
+        assert client.get(keys.lease_key(job_id)) == WORKER.encode()
+        assert client.hget(keys.job_key(job_id), keys.JOB_STATUS) == b"started"
+    started = client.hget(keys.job_key("a"), "started_at").decode()
+    assert started >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(before)))  # Redis's clock, at the claim
+
+
+def test_nothing_queued_claims_nothing(client: Any) -> None:
+    assert take(client, 2) == (None, [])
+
+
+def test_a_hand_left_by_a_namesake_is_claimed_first(client: Any) -> None:
+    """A worker killed between its BLMOVE and its take leaves the id in its hand: the next take (one at start-up,
+    most=0) claims it rather than leaving it stranded."""
+    enqueue(client, "left", "next")
+    client.lmove(keys.queue_key("parallel"), keys.hand_key(WORKER), "LEFT", "RIGHT")
+    claimed = client.eval(TAKE_SCRIPT, 0, WORKER, 5000, keys.hand_key(WORKER), "rivers:parallel",
+                          keys.queue_key("parallel"), 0)
+    assert claimed[0] == b"left" and len(claimed) == 3
+    assert client.lrange(keys.queue_key("parallel"), 0, -1) == [b"next"]
+
+
+def test_a_job_no_longer_queued_is_taken_but_not_claimed(client: Any) -> None:
+    enqueue(client, "gone", "ok")
+    client.delete(keys.job_key("gone"))  # cancelled meanwhile
+    assert take(client, 2) == (b"gone", ["ok"])
+    assert client.get(keys.lease_key("gone")) is None
