@@ -8,7 +8,8 @@ It starts its own redis-server on a free port and its own worker processes, and 
     rivers run with RIVERS_SECRET set on both sides: what signing every job and report costs (target: <= 5 %);
 (b) the wall time of SLEEPERS independent steps that sleep 50 ms with 1, 2 and 4 workers of concurrency 2,
     and the 1 -> 4 speed-up (target: >= 3.8x);
-(c) the median delay between a step finishing and its downstream starting, on a chain (target: <= 1 ms).
+(c) the median delay between a step finishing and its downstream starting, on a chain (target: <= 1 ms), and
+    its legs: up to the upstream's report, the downstream's enqueue, its claim, its start in a step process.
 Steps are module-level assets made here; workers import this module by reference.
 """
 
@@ -156,18 +157,49 @@ def scaling(url: str, sleepers: int, repeats: int) -> dict[int, float]:
     return walls
 
 
-def handoff_delays(url: str, repeats: int) -> list[float]:
+HANDOFF_LEGS = ("worker reports", "coordinator enqueues", "worker claims", "step starts")
+
+
+def handoff_delays(url: str, repeats: int) -> tuple[list[float], dict[str, list[float]]]:
+    """Upstream end -> downstream start on a chain, and its legs from the job hashes' RQ times: the upstream's
+    report (ended_at, the worker), the downstream's enqueue (enqueued_at, the coordinator), its claim
+    (started_at, Redis's clock) and the step's own start (the step process)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
     procs = start_workers(url, 1)
     delays: list[float] = []
+    legs: dict[str, list[float]] = {leg: [] for leg in HANDOFF_LEGS}
     try:
         timed_run(TRIVIAL[:10])
         for _ in range(repeats):
             _, result = timed_run(CHAINED)
-            steps = [result.step_results[asset.name] for asset in CHAINED]
-            delays += [down.started_at - (up.started_at + up.duration_s) for up, down in itertools.pairwise(steps)]
+            jobs = job_times(client, result.run_id)
+            for up_name, down_name in itertools.pairwise([asset.name for asset in CHAINED]):
+                up, down = result.step_results[up_name], result.step_results[down_name]
+                marks = [up.started_at + up.duration_s, jobs[up_name]["ended_at"], jobs[down_name]["enqueued_at"],
+                         jobs[down_name]["started_at"], down.started_at]
+                delays.append(marks[-1] - marks[0])
+                for leg, (before, after) in zip(HANDOFF_LEGS, itertools.pairwise(marks), strict=True):
+                    legs[leg].append(after - before)
     finally:
         stop(procs)
-    return delays
+    return delays, legs
+
+
+def job_times(client: Any, run_id: str) -> dict[str, dict[str, float]]:
+    """Step key -> the RQ times of its latest job, as epoch seconds."""
+    from datetime import UTC, datetime
+
+    from rivers.queues import keys, rq_view
+
+    found: dict[str, dict[str, float]] = {}
+    for step_key, job_id in client.hgetall(keys.run_jobs_key(run_id)).items():
+        record = client.hgetall(keys.job_key(job_id.decode()))
+        found[step_key.decode()] = {
+            field: datetime.strptime(record[field.encode()].decode(), rq_view.TIME_FORMAT).replace(tzinfo=UTC)
+            .timestamp() for field in ("enqueued_at", "started_at", "ended_at")}
+    return found
 
 
 def main() -> None:
@@ -198,10 +230,11 @@ def main() -> None:
         print(f"(b) {args.sleepers} x {SLEEP_S * 1000:.0f} ms steps: " +
               ", ".join(f"{n} worker{'s' if n > 1 else ''} {wall:.2f} s" for n, wall in walls.items()) +
               f"; speed-up 1 -> 4: {walls[1] / walls[4]:.2f}x (target >= 3.8x)")
-        delays = handoff_delays(server.url, args.repeats)
+        delays, legs = handoff_delays(server.url, args.repeats)
         print(f"(c) upstream finished -> downstream started, chain of {CHAIN} x {args.repeats}: median "
               f"{statistics.median(delays) * 1000:.2f} ms, p90 {statistics.quantiles(delays, n=10)[-1] * 1000:.2f} ms "
-              "(target <= 1 ms)")
+              "(target <= 1 ms); legs (medians): " +
+              ", ".join(f"{leg} {statistics.median(values) * 1000:.2f} ms" for leg, values in legs.items()))
 
 
 if __name__ == "__main__":
