@@ -171,6 +171,13 @@ def read_header(spec_json: str | bytes) -> SpecHeader:
 
 def read_spec(spec_json: str | bytes) -> StepSpec:
     """Parse a spec, or raise UnreadableSpec naming the field and both rivers versions."""
+    try:  # one parse when all is well (a step's start waits for it); what went wrong is worked out below
+        spec = StepSpec.model_validate_json(spec_json)
+    except ValidationError:
+        pass
+    else:
+        if spec.protocol == PROTOCOL:
+            return spec
     try:
         data = json.loads(spec_json)
     except ValueError as exc:
