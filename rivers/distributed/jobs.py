@@ -1,7 +1,8 @@
 """A rivers step as an RQ job, and the report that comes back: the bytes that cross Redis. Pure functions.
 
-Job hash `rq:job:<id>` holds RQ's fields, so RQ's tools can show it, with `data` = zlib of the JSON
-`["rivers.distributed.jobs.run_step_job", null, [spec_json, reply_to], {}]`, plus `rivers_signature`:
+Job hash `rq:job:<id>` holds RQ's fields, so RQ's tools can show it, with `data` = the JSON
+`["rivers.distributed.jobs.run_step_job", null, [spec_json, reply_to], {}]` (zlib of it above COMPRESS_ABOVE
+bytes; RQ reads either, see `job_payload`), plus `rivers_signature`:
 the HMAC-SHA256 of `<job id>\\n<data>` under RIVERS_SECRET when it is set. A worker checks it over the
 exact bytes it claimed before it decompresses, parses or imports anything.
 
@@ -23,6 +24,8 @@ from rivers.queues import keys
 from rivers.queues.rq_view import rq_time
 
 NO_SIGNATURE = "-"
+COMPRESS_ABOVE = 8192  # a job's JSON is stored as it is up to this size: zlib's set-up (~100 µs a job on a small
+# VM, on the path from a step's end to its downstream's start) buys little on a ~1 KB spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +41,11 @@ def _mac(key: bytes, *parts: bytes) -> str:
     return hmac.new(key, b"".join(parts), hashlib.sha256).hexdigest()
 
 
-def _deflate(raw: bytes) -> bytes:
-    """zlib, as RQ stores job data; with the smallest state (memLevel 1): a spec is ~1 KB, and zlib's default
-    state costs ~100 µs a job to set up, on the path from a step's end to its downstream's start."""
-    deflater = zlib.compressobj(6, zlib.DEFLATED, 15, 1)
-    return deflater.compress(raw) + deflater.flush()
-
-
 def job_fields(job_id: str, spec_json: str, reply_to: str, queue: str, description: str,
                key: bytes | None) -> dict[str, str | bytes]:
     """The fields of a new job's hash."""
-    data = _deflate(json.dumps([keys.STEP_JOB_FUNCTION, None, [spec_json, reply_to], {}]).encode())
+    raw = json.dumps([keys.STEP_JOB_FUNCTION, None, [spec_json, reply_to], {}]).encode()
+    data = raw if len(raw) <= COMPRESS_ABOVE else zlib.compress(raw)
     now = rq_time()
     fields: dict[str, str | bytes] = {
         keys.JOB_DATA: data, keys.JOB_STATUS: keys.QUEUED, keys.JOB_ORIGIN: queue, keys.JOB_DESCRIPTION: description,
@@ -70,9 +67,8 @@ def decode_job(job_id: str, data: bytes, signature: bytes | None, key: bytes | N
         if not hmac.compare_digest(_mac(key, job_id.encode(), b"\n", data), signature.decode(errors="replace")):
             raise RefusedJob(f"job {job_id} has a signature that does not verify under RIVERS_SECRET: refusing it")
     try:
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(data, defaults.MAX_PAYLOAD_BYTES + 1)
-        if len(raw) > defaults.MAX_PAYLOAD_BYTES or inflater.unconsumed_tail:
+        raw = job_payload(data, defaults.MAX_PAYLOAD_BYTES)
+        if raw is None:
             raise RefusedJob(f"job {job_id} is larger than {defaults.MAX_PAYLOAD_BYTES} bytes once decompressed "
                              "(RIVERS_MAX_PAYLOAD_BYTES): refusing it")
         func_name, _instance, args, _kwargs = json.loads(raw)
@@ -85,6 +81,16 @@ def decode_job(job_id: str, data: bytes, signature: bytes | None, key: bytes | N
     if not (args[1].startswith(keys.RUN_PREFIX) and args[1].endswith(":results")):
         raise RefusedJob(f"job {job_id} asks for its report on {args[1]!r}, not a rivers results list")
     return StepJob(job_id, args[0], args[1])
+
+
+def job_payload(data: bytes, limit: int) -> bytes | None:
+    """A job's JSON from its `data`, stored as it is or zlib-compressed (as RQ reads it: zlib, else the bytes);
+    None past `limit` bytes, found without inflating more than that (a zlib bomb costs nothing)."""
+    if data[:1] == b"[":
+        return data if len(data) <= limit else None
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(data, limit + 1)
+    return None if len(raw) > limit or inflater.unconsumed_tail else raw
 
 
 def encode_report(job_id: str, result_json: str, key: bytes | None) -> str:

@@ -34,7 +34,7 @@ STEP_JOB_FUNCTION = "rivers.distributed.jobs.run_step_job"  # the only job funct
 RQ_QUEUES = "rq:queues"  # RQ's set of queue keys (rq info lists the queues from it)
 
 # -- fields of a job hash (rq:job:<id>): RQ's names, so RQ's tools read them, and one of ours -----------
-JOB_DATA = "data"  # zlib JSON [function, null, [spec_json, reply_to], {}]
+JOB_DATA = "data"  # JSON [function, null, [spec_json, reply_to], {}], zlib of it when large
 JOB_SIGNATURE = "rivers_signature"  # HMAC-SHA256 of "<job id>\n<data>" under RIVERS_SECRET
 JOB_STATUS = "status"  # QUEUED -> STARTED -> FINISHED | FAILED (or back to QUEUED when handed back)
 JOB_ORIGIN = "origin"  # the queue name

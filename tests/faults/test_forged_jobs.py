@@ -26,7 +26,7 @@ import psutil
 import pytest
 import redis
 
-from rivers.distributed.jobs import decode_report, job_fields
+from rivers.distributed.jobs import decode_report, job_fields, job_payload
 from rivers.exceptions import ExecutionError
 from rivers.queues.redis import _hubs
 from rivers.resolve import Resolver
@@ -226,7 +226,8 @@ def _forge_report_during_a_run(
     client = redis.Redis.from_url(redis_url)
     wait_for(lambda: scratch.lines("gated"), 30, message="the gated step to run in the worker")
     job_id = client.hget(f"rivers:run:{run_id}:jobs", "gated").decode()
-    _func, _, (spec_json, _reply), _ = json.loads(zlib.decompress(client.hget(f"rq:job:{job_id}", "data")))
+    data = client.hget(f"rq:job:{job_id}", "data")
+    _func, _, (spec_json, _reply), _ = json.loads(job_payload(data, len(data) * 1000) or b"")
     outputs = [out["name"] for out in json.loads(spec_json)["outputs"]]
     error = StepError(type="ForgedError", module=TARGETS, message="forged by an attacker")
     forged = StepResult(run_id=run_id, step_key="gated", attempt=1, status="failed", error=error,
