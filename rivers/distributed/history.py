@@ -15,9 +15,11 @@ An embedded run's hash has kind=embedded: no coordinator takes it over, it is ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -156,8 +158,32 @@ def failure_reason(record: dict[bytes, bytes]) -> str | None:
     return None
 
 
+# An embedded run whose process is gone (its alive key expired) ends failed, once, whoever notices first.
+# KEYS: the run's hash, its alive key; ARGV: error, now
+LOST_LUA = f"""
+if redis.call('HGET', KEYS[1], 'status') == 'running' and redis.call('HGET', KEYS[1], '{keys.RUN_KIND}') == '{EMBEDDED}'
+    and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'ended_at', ARGV[2], 'updated_at', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def settle_lost(client: Any, run_id: str, record: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The record of a run, failed if it is an embedded run whose process stopped without ending it."""
+    if record.get(b"status") != b"running" or record.get(keys.RUN_KIND.encode()) != EMBEDDED.encode():
+        return record
+    owner = _text(record, "owner") or "its process"
+    error = f"the process that ran it ({owner}) stopped before the run ended"
+    if client.eval(LOST_LUA, 2, keys.run_key(run_id), keys.run_alive_key(run_id), error, time.time()):
+        return client.hgetall(keys.run_key(run_id))
+    return record
+
+
 def summary(client: Any, run_id: str, record: dict[bytes, bytes]) -> dict[str, Any]:
     """One run as `rivers runs --json` prints it."""
+    record = settle_lost(client, run_id, record)
     status = _text(record, "status") or "unknown"
     counts_json = _text(record, "counts")
     counts = json.loads(counts_json) if counts_json else tally(client, run_id).counts()
@@ -187,6 +213,7 @@ def list_runs(client: Any, limit: int = 20, status: str | None = None) -> list[d
         for run_id in run_ids:
             pipe.hgetall(keys.run_key(run_id))
         for run_id, record in zip(run_ids, pipe.execute(), strict=True):
+            record = settle_lost(client, run_id, record) if record else record
             if not record or (status is not None and record.get(b"status", b"").decode() != status):
                 continue  # expired before the index was trimmed, or not asked for
             found.append(summary(client, run_id, record))
@@ -225,6 +252,14 @@ class EmbeddedRecord:
         self._broken = False
         self._queue: queue.SimpleQueue[tuple[dict[str, Any], StepResult | None] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._ended = threading.Event()
+        threading.Thread(target=self._alive_loop, name="rivers-run-alive", daemon=True).start()
+
+    def _alive_loop(self) -> None:
+        """Keep the run's alive key while this process runs it: `rivers runs` fails the run once it is gone."""
+        while not self._ended.wait(defaults.HEARTBEAT_S):
+            with contextlib.suppress(Exception):  # Redis restarting: the key lives EMBEDDED_ALIVE_MS meanwhile
+                self.client.pexpire(keys.run_alive_key(self.run_id), defaults.EMBEDDED_ALIVE_MS)
 
     def __call__(self, event: str, step: Step, result: StepResult | None) -> None:
         if event == "planned":
@@ -265,6 +300,10 @@ class EmbeddedRecord:
         pipe.rpush(keys.run_events_key(self.run_id), *[json.dumps(entry) for entry, _ in items])
         for entry, result in ended:
             pipe.hset(keys.run_steps_key(self.run_id), entry["step"], result.model_dump_json())
+        retention_ms = max(1, int(defaults.RUN_RETENTION_S * 1000))  # bounded even if this process dies
+        pipe.pexpire(keys.run_events_key(self.run_id), retention_ms)
+        if ended:
+            pipe.pexpire(keys.run_steps_key(self.run_id), retention_ms)
         pipe.execute()
 
     def _drain(self) -> None:
@@ -303,10 +342,12 @@ class EmbeddedRecord:
             self._add(planned_entry(self._planned), None)
             self._planned = []
         self._drain()
+        self._ended.set()
 
         def end() -> None:
             pipe = self.client.pipeline(transaction=True)
             end_run(pipe, self.run_id, {**record, "counts": json.dumps(self.tally.counts())})
+            pipe.delete(keys.run_alive_key(self.run_id))
             pipe.execute()
 
         self._broken = False  # one last try: a run left "running" forever would mislead
@@ -324,14 +365,16 @@ def embedded_record(repository: CodeRepository, request: RunRequest) -> Embedded
     try:
         client = connect(url)
         now = time.time()
+        owner = f"embedded (pid {os.getpid()} on {socket.gethostname()})"
         record: dict[Any, Any] = {"status": "running", keys.RUN_KIND: EMBEDDED, "created_at": now,
-                                  "started_at": now, "updated_at": now, "owner": f"embedded (pid {os.getpid()})"}
+                                  "started_at": now, "updated_at": now, "owner": owner}
         name = repository_name(repository)
         if name:
             record[keys.RUN_REPOSITORY] = name
         pipe = client.pipeline(transaction=True)
         pipe.hset(keys.run_key(request.run_id), mapping=record)
         pipe.pexpire(keys.run_key(request.run_id), max(1, int(defaults.RUN_RETENTION_S * 1000)))
+        pipe.set(keys.run_alive_key(request.run_id), owner, px=defaults.EMBEDDED_ALIVE_MS)
         pipe.zadd(keys.RUNS, {request.run_id: now})
         pipe.execute()
     except Exception as exc:  # noqa: BLE001 - Redis down: the run itself says so soon enough

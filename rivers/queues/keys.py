@@ -125,6 +125,11 @@ def run_key(run_id: str) -> str:
     return f"{RUN_PREFIX}{run_id}"
 
 
+def run_alive_key(run_id: str) -> str:
+    """An embedded run's process is alive (PX EMBEDDED_ALIVE_MS, renewed): without it, the run was lost with it."""
+    return f"{RUN_PREFIX}{run_id}:alive"
+
+
 def run_owner_key(run_id: str) -> str:
     """The coordinator that owns a run (PX LEASE_MS, renewed): a run without one is taken over."""
     return f"{RUN_PREFIX}{run_id}:owner"
