@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import structlog
@@ -98,6 +99,32 @@ def runs_dir() -> str | None:
 def run_log_path(run_id: str, base: str | None = None) -> str:
     """The log file of one run under `base` (default: $RIVERS_RUNS_DIR, else .rivers/runs of the current dir)."""
     return os.path.join(base or runs_dir() or DEFAULT_RUNS_DIR, run_id, LOG_FILE)
+
+
+def prune_runs(base: str, retention_s: float, now: float | None = None) -> list[str]:
+    """Delete the run directories under `base` whose log was last written more than `retention_s` ago (the
+    retention of runs in Redis, RIVERS_RUN_RETENTION_S); the run ids deleted."""
+    import shutil
+
+    oldest = (time.time() if now is None else now) - retention_s
+    pruned = []
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return []
+    for entry in entries:
+        log = os.path.join(entry.path, LOG_FILE)
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            written = os.stat(log if os.path.exists(log) else entry.path).st_mtime
+        except OSError:
+            continue
+        if written >= oldest:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        pruned.append(entry.name)
+    return pruned
 
 
 def append_record(path: str, record: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ ENV_HELP = {
                               f"(default {defaults.RUN_RETENTION_S:g})",
     "RIVERS_PICKUP_TIMEOUT_S": "seconds before a step no worker consumes fails (default 60)",
     "RIVERS_RUNS_DIR": "where rivers materialize keeps each run's step logs (default .rivers/runs, under the "
-                       "current directory)",
+                       "current directory), for RIVERS_RUN_RETENTION_S after they were last written",
     "RIVERS_UNSERVED_TIMEOUT_S": f"seconds before a submitted run no rivers-coordinator serves fails, saying so "
                                  f"(default {defaults.UNSERVED_TIMEOUT_S:g})",
     "RIVERS_MAX_PAYLOAD_BYTES": "the largest job a worker accepts, decompressed (default 16 MiB)",

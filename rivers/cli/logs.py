@@ -38,6 +38,7 @@ def use_runs_dir() -> str:
     """Make sure steps of this process (and of the processes it starts) write their logs; the directory."""
     base = os.path.abspath(logs.runs_dir() or logs.DEFAULT_RUNS_DIR)
     os.environ[logs.RUNS_DIR_ENV] = base
+    logs.prune_runs(base, defaults.RUN_RETENTION_S)  # kept as long as runs are kept in Redis
     return base
 
 
