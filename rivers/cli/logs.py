@@ -81,7 +81,7 @@ class LiveLogs:
 
     # -- the listener: steps that ran elsewhere bring their logs with their result --------------------------
     def __call__(self, event: str, step: Step, result: StepResult | None) -> None:
-        if event not in ("succeeded", "failed") or result is None or not result.logs:
+        if event not in ("succeeded", "failed", "attempt_failed") or result is None or not result.logs:
             return
         if self.reader is None:
             self._open(result.run_id)
@@ -237,13 +237,17 @@ def _redis(url: str, run_id: str, base: str, follow: bool) -> Iterator[tuple[str
     if status is None:
         raise UsageError(f"no run '{run_id}' in {base} nor in Redis (runs are kept RIVERS_RUN_RETENTION_S="
                          f"{defaults.RUN_RETENTION_S:g} s after they end)")
-    shown: set[str] = set()
+    shown: set[tuple[str, int]] = set()  # (step, attempt): a final failure is in both hashes
     while True:
         status = client.hget(keys.run_key(run_id), "status")
-        results = [StepResult.model_validate_json(raw) for key, raw in client.hgetall(keys.run_steps_key(run_id))
-                   .items() if key.decode() not in shown]
+        pipe = client.pipeline(transaction=False)
+        pipe.hvals(keys.run_attempts_key(run_id))
+        pipe.hvals(keys.run_steps_key(run_id))
+        results = [StepResult.model_validate_json(raw) for values in pipe.execute() for raw in values]
+        results = [r for r in {(r.step_key, r.attempt): r for r in results}.values()
+                   if (r.step_key, r.attempt) not in shown]
         lines = [(result.step_key, result.attempt, entry) for result in results for entry in result.logs]
-        shown.update(result.step_key for result in results)
+        shown.update((result.step_key, result.attempt) for result in results)
         yield from sorted(lines, key=lambda line: line[2].created)
         if not follow or status is None or status.decode() in FINAL:
             return

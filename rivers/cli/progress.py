@@ -70,6 +70,9 @@ class RunProgress:
             elif event == "started":  # handed to its executor; "running" once a process starts it (mark_running)
                 # an in_process step is "started" by the coordinator's own thread (or event loop) as it runs it
                 row.status = "running" if getattr(step, "executor", None) == "in_process" else "queued"
+            elif event == "attempt_failed":  # retried: it waits for its next attempt
+                if row.status in ("queued", "running"):
+                    row.status = "queued"
             elif event == "skipped":
                 row.status = "skipped"
                 row.error = self._skip_reason(step.key)

@@ -278,6 +278,7 @@ class Coordinator:
             step = self.plan.steps[result.step_key]
             self.log.warning("step.retrying", step_key=step.key, executor=step.executor, attempt=result.attempt,
                              delay_s=settled.retry_in, error=result.error.summary() if result.error else None)
+            self._notify("attempt_failed", step, result)  # its logs, and `rivers run`'s retried attempts
             return
         for final in settled.finals:
             step = self.plan.steps[final.step_key]

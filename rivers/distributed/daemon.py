@@ -37,7 +37,7 @@ from rivers import defaults
 from rivers.coordinator.coordinator import Coordinator
 from rivers.definitions.repository import CodeRepository
 from rivers.distributed.connection import check_reachable, connect
-from rivers.distributed.history import EMBEDDED, Tally, planned_entry, step_entry, worker_of
+from rivers.distributed.history import EMBEDDED, Tally, keep_attempt, planned_entry, step_entry, worker_of
 from rivers.distributed.ownership import Ownership
 from rivers.distributed.runs import (
     FINAL,
@@ -345,6 +345,8 @@ class _Recorder:
             raise FencedOut(f"run {self.run_id} is owned by another coordinator now")
 
     def __call__(self, event: str, step: Step, result: StepResult | None) -> None:
+        if event == "attempt_failed":
+            return  # written as it was reported (attempt_failed), retried or not
         if event == "planned":  # the plan is written once, with the first step that moves
             self.planned.append(step)
             return
@@ -363,6 +365,8 @@ class _Recorder:
         """Every failed attempt, retried or not, as it is reported (`rivers run` lists them per step)."""
         try:
             self.write(step_entry("attempt_failed", step, result, self.worker(step, result)), "", "")
+            if result.logs:  # `rivers logs` shows every attempt's lines
+                keep_attempt(self.client, result)
         except FencedOut:
             pass  # the run's own thread stands down when it next writes
         except Exception as exc:  # noqa: BLE001 - a lost history line must not lose the report itself

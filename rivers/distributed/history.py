@@ -127,6 +127,14 @@ def workers_of(client: Any, run_id: str, step_keys: list[str]) -> list[str | Non
     return [worker.decode() or None for worker in found]
 
 
+def keep_attempt(client: Any, result: StepResult) -> None:
+    """Keep a failed attempt's result (its logs) in the run's attempts hash."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(keys.run_attempts_key(result.run_id), f"{result.step_key}#{result.attempt}", result.model_dump_json())
+    pipe.pexpire(keys.run_attempts_key(result.run_id), max(1, int(defaults.RUN_RETENTION_S * 1000)))
+    pipe.execute()
+
+
 def worker_of(client: Any, run_id: str, step_key: str) -> str | None:
     """The worker (or pod) that held the lease of a step's latest job, while its job hash is kept."""
     return workers_of(client, run_id, [step_key])[0]
@@ -298,12 +306,16 @@ class EmbeddedRecord:
             entry["worker"] = worker or f"local (pid {result.pid})"
         pipe = self.client.pipeline(transaction=False)
         pipe.rpush(keys.run_events_key(self.run_id), *[json.dumps(entry) for entry, _ in items])
-        for entry, result in ended:
-            pipe.hset(keys.run_steps_key(self.run_id), entry["step"], result.model_dump_json())
         retention_ms = max(1, int(defaults.RUN_RETENTION_S * 1000))  # bounded even if this process dies
+        for entry, result in ended:
+            if entry["event"] == "attempt_failed":  # retried: its logs stay readable
+                pipe.hset(keys.run_attempts_key(self.run_id), f"{entry['step']}#{result.attempt}",
+                          result.model_dump_json())
+                pipe.pexpire(keys.run_attempts_key(self.run_id), retention_ms)
+            else:
+                pipe.hset(keys.run_steps_key(self.run_id), entry["step"], result.model_dump_json())
+                pipe.pexpire(keys.run_steps_key(self.run_id), retention_ms)
         pipe.pexpire(keys.run_events_key(self.run_id), retention_ms)
-        if ended:
-            pipe.pexpire(keys.run_steps_key(self.run_id), retention_ms)
         pipe.execute()
 
     def _drain(self) -> None:

@@ -135,6 +135,11 @@ def run_owner_key(run_id: str) -> str:
     return f"{RUN_PREFIX}{run_id}:owner"
 
 
+def run_attempts_key(run_id: str) -> str:
+    """Hash: '<step key>#<attempt>' -> StepResult JSON of a failed attempt (retried or not): its logs stay readable."""
+    return f"{RUN_PREFIX}{run_id}:attempts"
+
+
 def run_steps_key(run_id: str) -> str:
     """Hash: step key -> final StepResult JSON; a resumed run does not run these again."""
     return f"{RUN_PREFIX}{run_id}:steps"
@@ -174,5 +179,6 @@ RUNS_ACTIVE = "rivers:runs:active"  # set of the ids of runs not yet ended: all 
 
 def run_keys(run_id: str) -> list[str]:
     """Every key of a submitted run: they all expire RUN_RETENTION_S after it ends."""
-    return [run_key(run_id), run_owner_key(run_id), run_steps_key(run_id), run_jobs_key(run_id),
+    return [run_key(run_id), run_owner_key(run_id), run_steps_key(run_id), run_attempts_key(run_id),
+            run_jobs_key(run_id),
             run_events_key(run_id), run_done_key(run_id), results_key(run_id), run_reports_key(run_id)]
