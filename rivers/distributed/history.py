@@ -252,9 +252,10 @@ class EmbeddedRecord:
     so that recording never sits between a step's end and its downstream's start.
     """
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, owner: str) -> None:
         self.client = client
         self.run_id = run_id
+        self.owner = owner
         self.tally = Tally()
         self._planned: list[Step] = []
         self._broken = False
@@ -267,7 +268,7 @@ class EmbeddedRecord:
         """Keep the run's alive key while this process runs it: `rivers runs` fails the run once it is gone."""
         while not self._ended.wait(defaults.HEARTBEAT_S):
             with contextlib.suppress(Exception):  # Redis restarting: the key lives EMBEDDED_ALIVE_MS meanwhile
-                self.client.pexpire(keys.run_alive_key(self.run_id), defaults.EMBEDDED_ALIVE_MS)
+                self.client.set(keys.run_alive_key(self.run_id), self.owner, px=defaults.EMBEDDED_ALIVE_MS)
 
     def __call__(self, event: str, step: Step, result: StepResult | None) -> None:
         if event == "planned":
@@ -392,4 +393,4 @@ def embedded_record(repository: CodeRepository, request: RunRequest) -> Embedded
     except Exception as exc:  # noqa: BLE001 - Redis down: the run itself says so soon enough
         get_logger().warning("run.record_failed", run_id=request.run_id, error=repr(exc))
         return None
-    return EmbeddedRecord(client, request.run_id)
+    return EmbeddedRecord(client, request.run_id, owner)
