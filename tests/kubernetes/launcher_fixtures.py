@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 
 from rivers.queues import keys
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wake_stopping
 from tests.kubernetes.fake_cluster import FakeCluster
 from tests.redis_server import wait_for
 
@@ -59,6 +59,7 @@ class Launchers:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.send_signal(signal.SIGTERM)  # twice: leave at once, whatever it follows
+        wake_stopping(self.processes, {process.pid: self.url for process in self.processes})
         for process in self.processes:
             try:
                 process.wait(15)
