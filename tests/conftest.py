@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
-from tests.redis_server import RedisServer, wait_for
+from tests.redis_server import RedisServer, unblock_clients, wait_for
 
 if TYPE_CHECKING:
     import rivers as rs
@@ -78,6 +79,7 @@ class WorkerProcesses:
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
         self.children: set[int] = set()
+        self.urls: dict[int, str] = {}  # pid -> the Redis a worker consumes
 
     def start(self, url: str, *, concurrency: int = 2, count: int = 1, extra: list[str] | None = None,
               env: dict[str, str] | None = None, wait: bool = True) -> list[subprocess.Popen[bytes]]:
@@ -92,6 +94,7 @@ class WorkerProcesses:
                 cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
             )
             self.processes.append(process)
+            self.urls[process.pid] = url
             started.append(process)
         if wait:
             import redis
@@ -136,6 +139,7 @@ class WorkerProcesses:
             self.tree(process)
             if process.poll() is None:
                 process.terminate()
+        wake_stopping(self.processes, self.urls)
         for process in self.processes:
             try:
                 process.wait(15)
@@ -149,6 +153,23 @@ class WorkerProcesses:
         for pid in leaked:
             psutil.Process(pid).kill()
         assert not leaked, f"worker children outlived their worker: {leaked}"
+
+
+def wake_stopping(processes: list[subprocess.Popen[bytes]], urls: dict[int, str], timeout: float = 5.0) -> None:
+    """After a stop signal: keep unblocking the blocking Redis reads of the daemons still running (each returns
+    as if its timeout had passed), so that they see the signal at once rather than after their current wait
+    for a job. Returns when they all exited, or after `timeout` (the caller then waits as usual)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [p for p in processes if p.poll() is None]
+        if not running:
+            return
+        for url in {urls[p.pid] for p in running if p.pid in urls}:
+            unblock_clients(url)
+        try:
+            running[0].wait(0.05)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _alive(pid: int) -> bool:
