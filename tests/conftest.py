@@ -3,6 +3,7 @@ processes, and a run in a thread."""
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import signal
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
     import rivers as rs
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_bytecode() -> None:
+    """Byte-compile rivers, the tests and the examples once, before the first test: the suite starts hundreds of
+    Python processes (workers, coordinators, step pods, CLI commands), and with PYTHONDONTWRITEBYTECODE set
+    (as on CI) none of them would write the .pyc files it compiled, so each would compile every module anew."""
+    for directory in ("rivers", "tests", "examples"):
+        if (ROOT / directory).is_dir():
+            compileall.compile_dir(ROOT / directory, quiet=1)
 
 
 @pytest.fixture(autouse=True)
