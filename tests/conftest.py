@@ -142,6 +142,15 @@ class WorkerProcesses:
                 pass
         process.wait(10)
 
+    def stop(self, processes: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+        """SIGTERM these workers (they finish their steps) and wait until they exited."""
+        for process in processes:
+            self.tree(process)
+            process.terminate()
+        wake_stopping(processes, self.urls)
+        for process in processes:
+            process.wait(timeout)
+
     def logs(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob("worker-*.log")))
 

@@ -215,9 +215,7 @@ def test_a_worker_names_where_it_looked_and_path_adds_a_directory(
     message = " ".join(result.stdout.split())  # the summary table wraps long errors
     assert "searched sys.path:" in message
     assert "rivers-worker --path DIR" in message
-    for process in lost:
-        process.terminate()
-        process.wait(30)
+    workers.stop(lost)
     workers.start(redis_url, env=environ, extra=["--path", str(project)])
     result = rivers(project, "materialize", "elsewhere_pipeline.py", url=redis_url)
     assert result.returncode == 0, result.stdout + result.stderr

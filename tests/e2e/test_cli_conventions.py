@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wake_stopping
 from tests.e2e.test_cli import BIN, command
 from tests.redis_server import RedisServer, free_port, wait_for
 
@@ -139,6 +140,7 @@ def test_worker_name_is_its_name_in_redis_and_rq(own_redis: RedisServer, tmp_pat
         assert "a live worker is already named 'etl-1'" in twin.stderr and "Traceback" not in twin.stderr
     finally:
         process.terminate()
+        wake_stopping([process], {process.pid: own_redis.url})
         process.wait(STOP_WITHIN_S)
         client.close()
 

@@ -22,7 +22,7 @@ from rivers.plan import build_plan
 from rivers.queues import keys
 from rivers.queues.redis import live_workers
 from rivers.results import OutputResult, StepResult
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wake_stopping
 from tests.pipelines import kubernetes_cap_pipeline as kp
 from tests.redis_server import wait_for
 
@@ -71,6 +71,7 @@ def kubernetes_consumer(redis_url: str) -> Iterator[subprocess.Popen[bytes]]:
     yield process
     children = psutil.Process(process.pid).children(recursive=True)
     process.terminate()
+    wake_stopping([process], {process.pid: redis_url})
     process.wait(20)
     wait_for(lambda: not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], 15,
              message="the consumer's step processes to exit")
