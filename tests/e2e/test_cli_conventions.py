@@ -340,6 +340,7 @@ def quick() -> int:
 
 @rs.Asset
 def slow(quick: int) -> int:
+    open("slow-started", "w").close()  # the test interrupts once the step's function runs
     time.sleep(60)
     return quick
 
@@ -362,6 +363,8 @@ def test_ctrl_c_prints_the_partial_table_and_the_run_id(tmp_path: Path) -> None:
     for line in process.stderr:  # JSON logs (not a terminal): wait until the slow step runs
         if '"step.started"' in line and '"slow"' in line:
             break
+    # step.started is logged just before the run's display hears of it: wait for the function itself
+    wait_for(lambda: (tmp_path / "slow-started").exists(), 30, message="the slow step's function to run")
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=STOP_WITHIN_S)
     assert process.returncode == 130
