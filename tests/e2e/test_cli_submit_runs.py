@@ -78,7 +78,7 @@ def test_a_run_for_another_repository_is_left_alone_and_reported_unserved(
     try:
         process = shop.start()
         shop.name_of(process)  # serving
-        result = rivers(redis_url, "submit", KITCHEN, "--wait", env={"RIVERS_UNSERVED_TIMEOUT_S": "2"})
+        result = rivers(redis_url, "submit", KITCHEN, "--wait", env={"RIVERS_UNSERVED_TIMEOUT_S": "1"})
         run_id = run_id_of(result)
         message = f"no rivers-coordinator serves {KITCHEN}; start one with rivers-coordinator --repo {KITCHEN}"
         assert result.returncode == 1, result.stderr

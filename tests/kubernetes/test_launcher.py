@@ -199,7 +199,7 @@ def test_a_failing_step_keeps_its_exception(launchers: Launchers, tmp_path: Path
 
 
 def test_an_image_that_never_starts_fails_with_its_reason(launchers: Launchers, tmp_path: Path) -> None:
-    launchers.start("--start-timeout", "3")
+    launchers.start("--start-timeout", "1.5")
     repo = dp.make_repo([kp.never_starts], tmp_path,
                         default_executor=rs.Executor.kubernetes(worker_image="registry.invalid/nosuch:1"))
     result = Background(repo).wait(120)
@@ -211,7 +211,7 @@ def test_an_image_that_never_starts_fails_with_its_reason(launchers: Launchers, 
 
 def test_an_unschedulable_pod_fails_with_the_schedulers_reason(launchers: Launchers, fake_cluster: FakeCluster,
                                                                tmp_path: Path) -> None:
-    launchers.start("--start-timeout", "3")
+    launchers.start("--start-timeout", "1.5")
     repo = dp.make_repo([kp.never_starts], tmp_path, default_executor=rs.Executor.kubernetes())
     with fake_cluster.hold():
         result = Background(repo).wait(120)
