@@ -48,6 +48,16 @@ def clean_rivers_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     logs.reset()
 
 
+@pytest.fixture
+def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's coordinator checks its steps' leases, jobs and reports every 0.2 s instead of every
+    WATCH_INTERVAL_S (1 s): a test that waits for a lease to lapse, or a lost job to be sent again, learns of
+    it sooner. Workers and rivers-coordinator subprocesses keep their own defaults."""
+    from rivers import defaults
+
+    monkeypatch.setattr(defaults, "WATCH_INTERVAL_S", 0.2)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the session (no persistence); tests that restart Redis start their own."""

@@ -34,6 +34,7 @@ class Events:
             return [event for event, step in self.seen if step == key and event != "planned"]
 
 
+@pytest.mark.usefixtures("fast_watch")
 def test_a_step_is_running_only_once_a_step_process_has_it(redis_url: str, workers: WorkerProcesses,
                                                            tmp_path: Path) -> None:
     workers.start(redis_url, concurrency=1)

@@ -138,6 +138,7 @@ def test_takeover_runs_every_step_exactly_once(
     assert handle.status == "succeeded"
 
 
+@pytest.mark.usefixtures("fast_watch")
 @pytest.mark.parametrize("resume", ["during_retry", "after_run"])
 def test_paused_worker_does_not_overwrite_the_accepted_attempt(
     redis_url: str, workers: WorkerProcesses, tmp_path: Path, resume: str
@@ -192,6 +193,7 @@ def test_paused_worker_does_not_overwrite_the_accepted_attempt(
     assert not problems, "\n  ".join([f"resumed {resume}:", *problems])
 
 
+@pytest.mark.usefixtures("fast_watch")
 def test_worker_killed_between_storing_and_reporting_costs_one_consistent_retry(
     redis_url: str, workers: WorkerProcesses, tmp_path: Path
 ) -> None:

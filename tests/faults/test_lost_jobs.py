@@ -22,6 +22,7 @@ from tests.redis_server import RedisServer, wait_for
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.usefixtures("fast_watch")
 def test_a_job_that_vanished_with_redis_data_is_sent_again(
     forgetful_redis: RedisServer, workers: WorkerProcesses, tmp_path: Path
 ) -> None:

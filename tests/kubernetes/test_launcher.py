@@ -367,6 +367,7 @@ def test_a_step_whose_module_crashes_its_pod_fails_naming_the_signal(launchers: 
     assert result.step_results["import_segv"].error.reason == "infrastructure"
 
 
+@pytest.mark.usefixtures("fast_watch")
 def test_a_pod_paused_past_its_lease_cannot_write_after_its_retry(launchers: Launchers, fake_cluster: FakeCluster,
                                                                   tmp_path: Path) -> None:
     launchers.start()
@@ -429,6 +430,7 @@ def test_a_launcher_stops_within_moments_when_redis_is_gone(fake_cluster: FakeCl
         assert code == 1 and events(launchers, "launcher.exit"), launchers.logs()
 
 
+@pytest.mark.usefixtures("fast_watch")
 def test_a_step_is_running_once_its_pod_took_it_over(launchers: Launchers, fake_cluster: FakeCluster,
                                                      tmp_path: Path) -> None:
     from rivers.run import listening
