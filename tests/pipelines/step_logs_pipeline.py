@@ -16,6 +16,8 @@ from obstore.store import LocalStore
 
 import rivers as rs
 
+SLOW_S = 1.5  # each of `slow`'s steps: long enough for `rivers logs --follow` and the display to see it run
+
 STORE = Path(os.environ.get("STEP_LOGS_STORE") or Path(tempfile.gettempdir()) / "rivers-step-logs-store")
 STORE.mkdir(parents=True, exist_ok=True)
 
@@ -50,13 +52,13 @@ repo = rs.CodeRepository(assets=[chatty, awaited, fails], default_io_handler=HAN
 @rs.Asset
 def slow_first(context: rs.AssetExecutionContext) -> int:
     context.log.warning("slow_first warns while it runs")
-    time.sleep(2.5)
+    time.sleep(SLOW_S)
     return 1
 
 
 @rs.Asset
 def slow_second() -> int:
-    time.sleep(2.5)
+    time.sleep(SLOW_S)
     print("slow_second is done")
     return 2
 
