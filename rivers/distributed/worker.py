@@ -244,9 +244,7 @@ class Worker:
     def run(self) -> int:
         check_reachable(self.url)
         self.client = connect(self.url)
-        self._take_script = self.client.register_script(TAKE_SCRIPT)
-        self._take_script(args=[self.name, defaults.LEASE_MS, keys.hand_key(self.name), self.queue,
-                                keys.queue_key(self.executor), 0])  # loaded, and a hand left by a namesake taken
+        self._take_script = self.client.register_script(TAKE_SCRIPT)  # loaded at the first take (NoScriptError)
         self._report = self.client.register_script(REPORT_SCRIPT)
         self._release = self.client.register_script(RELEASE_SCRIPT)
         self.pool = ProcessPool(self.concurrency, LeaseFence(self.url, self.name),

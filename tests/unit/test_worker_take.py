@@ -64,8 +64,8 @@ def test_nothing_queued_claims_nothing(client: Any) -> None:
 
 
 def test_a_hand_left_by_a_namesake_is_claimed_first(client: Any) -> None:
-    """A worker killed between its BLMOVE and its take leaves the id in its hand: the next take (one at start-up,
-    most=0) claims it rather than leaving it stranded."""
+    """A worker killed between its BLMOVE and its take leaves the id in its hand: the next take of a worker of that
+    name claims it first, whatever else it may take (here nothing more)."""
     enqueue(client, "left", "next")
     client.lmove(keys.queue_key("parallel"), keys.hand_key(WORKER), "LEFT", "RIGHT")
     claimed = client.eval(TAKE_SCRIPT, 0, WORKER, 5000, keys.hand_key(WORKER), "rivers:parallel",
