@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -356,7 +357,14 @@ repo = rs.CodeRepository(assets=[quick, slow, after], default_executor=rs.Execut
 
 def test_ctrl_c_prints_the_partial_table_and_the_run_id(tmp_path: Path) -> None:
     (tmp_path / "slow_repo.py").write_text(SLOW_REPO)
-    process = subprocess.Popen([*command("rivers"), "materialize", "slow_repo"], cwd=tmp_path,
+    # Ctrl-C as a terminal sends it, even when this suite was started with SIGINT ignored (a shell's background
+    # job): an ignored SIGINT is inherited, and Python then installs no KeyboardInterrupt handler
+    default_sigint = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.argv[1], sys.argv[1:])")
+    args = [*command("rivers"), "materialize", "slow_repo"]
+    if not os.path.isabs(args[0]):
+        args[0] = shutil.which(args[0]) or args[0]
+    process = subprocess.Popen([sys.executable, "-c", default_sigint, *args], cwd=tmp_path,
                                env=environment(RIVERS_LOG_LEVEL="INFO"), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
