@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import rivers as rs
+from tests.redis_server import RedisServer
 
 
 def make_repo(assets: list[Any], **kwargs: Any) -> rs.CodeRepository:
@@ -18,3 +20,19 @@ def make_repo(assets: list[Any], **kwargs: Any) -> rs.CodeRepository:
 @pytest.fixture
 def repo_factory() -> Any:
     return make_repo
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """A redis-server of this test module's own."""
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: RedisServer) -> Iterator[Any]:
+    """A client of the module's Redis, emptied for each test."""
+    conn = server.client()
+    conn.flushdb()
+    yield conn
+    conn.close()

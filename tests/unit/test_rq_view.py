@@ -6,11 +6,9 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from rq import Queue, Worker
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
@@ -44,20 +42,6 @@ FAIL = rq_view.LUA_FUNCTIONS + (
 BEAT = rq_view.LUA_FUNCTIONS + "return rq_heartbeat(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
 REQUEUE = rq_view.LUA_FUNCTIONS + "return rq_requeued(ARGV[1], ARGV[2], ARGV[3])"
 FORGET = rq_view.LUA_FUNCTIONS + "return rq_forget(ARGV[1], ARGV[2])"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[Any]:
-    conn = server.client()
-    conn.flushdb()
-    yield conn
-    conn.close()
 
 
 def queue(client: Any) -> Queue:

@@ -3,31 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from rivers.distributed.jobs import job_fields
 from rivers.distributed.worker import TAKE_SCRIPT
 from rivers.queues import keys
-from tests.redis_server import RedisServer
 
 WORKER = "host.1.abc"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: RedisServer) -> Iterator[Any]:
-    conn = server.client()
-    conn.flushdb()
-    yield conn
-    conn.close()
 
 
 def enqueue(client: Any, *ids: str) -> None:
