@@ -245,6 +245,41 @@ def spec_from_call(call: StepCall, executor: str) -> StepSpec:
     )
 
 
+class SpecCache:
+    """Spec JSON built ahead, while the coordinator waits, for the attempt it is about to dispatch: a step's
+    downstream starts without waiting for its spec to be built. `check` (a queue's own refusal) runs on each."""
+
+    MAX_ENTRIES = 10_000  # specs of steps that never ran (skipped) are dropped oldest first past this
+
+    def __init__(self, executor: str, check: Callable[[StepSpec], None] | None = None) -> None:
+        self.executor = executor
+        self.check = check
+        self._built: dict[tuple[str, str, int], str] = {}
+
+    def prepare(self, call: StepCall) -> None:
+        key = (call.run_id, call.step_key, call.attempt)
+        if key in self._built:
+            return
+        try:
+            spec_json = self.spec_json(call)
+        except SpecError:
+            return  # put() builds it again and reports the error
+        if len(self._built) >= self.MAX_ENTRIES:
+            self._built.pop(next(iter(self._built)))
+        self._built[key] = spec_json
+
+    def take(self, call: StepCall) -> str:
+        """The spec JSON of `call`: built ahead, or now (SpecError naming the step when it cannot be)."""
+        built = self._built.pop((call.run_id, call.step_key, call.attempt), None)
+        return built if built is not None else self.spec_json(call)
+
+    def spec_json(self, call: StepCall) -> str:
+        spec = spec_from_call(call, self.executor)
+        if self.check is not None:
+            self.check(spec)
+        return spec.model_dump_json()
+
+
 def _value_fields(value: Any, step: str) -> dict[str, Any]:
     if value is None or isinstance(value, str | int | float | bool):
         return {"value": value}

@@ -10,6 +10,8 @@
               │
               ▼  RunState.settle(result): a retry (timer) | final results, steps now ready or skipped
          newly ready steps are dispatched at once: there is no level barrier; due timers are dispatched again.
+         while it would only wait, the steps one upstream away get their call built and their queue prepares
+         (a remote queue builds the spec): a step's downstream leaves without waiting for that.
 
 Consumers only take, run and report; whether a failure is retried, skipped past or final is RunState's call.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -80,6 +83,7 @@ class Coordinator:
         self.inbox: queue.SimpleQueue[StepResult | Running | None] = queue.SimpleQueue()  # None: stand down
         self.in_flight = 0
         self._told: list[tuple[str, Step, StepResult | None]] = []  # events not yet given to the listener
+        self._ahead: deque[Step] = deque()  # downstream of dispatched steps: prepared while the coordinator waits
         self.log = get_logger().bind(run_id=run_id)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -104,6 +108,7 @@ class Coordinator:
                     continue
                 due = self.state.next_due()
                 if self.in_flight:
+                    self._prepare_ahead()
                     self._wait_for_result(due)
                 elif due is not None:
                     time.sleep(max(0.0, due - time.monotonic()))
@@ -188,6 +193,18 @@ class Coordinator:
         if step.executor != "in_process":  # an in-process sync step starts when it runs (run_next)
             self._started(request)
         self.queues[step.executor].put(request)
+        for output in step.outputs:
+            self._ahead.extend(self.plan.steps[key] for key in self.plan.consumers.get(output, ()))
+
+    def _prepare_ahead(self) -> None:
+        """Until a result arrives: build the first attempt of steps one upstream away, and let their queue
+        prepare it (a Redis queue builds its spec JSON then, not on the way from a result to its downstream)."""
+        while self._ahead and self.inbox.empty():
+            step = self._ahead.popleft()
+            if self.state.status[step.key] != "pending" or step.live or step.executor == "kubernetes" or \
+                    step.fan_out_source is not None or isinstance(step.node.definition, CollectNode):
+                continue  # started, or what its dispatch builds depends on what happens until then
+            self.queues[step.executor].prepare(self._call(step, self.state.attempts[step.key] + 1))
 
     def _pod_request(self, step: Step) -> PodRequest:
         """The next attempt's pod: the executor's, per axis the node's Compute, escalated after out-of-memory."""

@@ -55,6 +55,7 @@ from rivers.queues import keys
 from rivers.queues.base import StepQueue, StepRequest
 from rivers.results import RunResult, StepResult
 from rivers.run import execute_run
+from rivers.runtime import StepCall
 
 
 class _CancelledBeforeStart(ExecutionError):
@@ -385,6 +386,10 @@ class _Cancellable:
         self.run_id = run_id
         self.cancelled = cancelled
         self.hub = getattr(queue, "hub", None)
+
+    def prepare(self, call: StepCall) -> None:
+        if self.run_id not in self.cancelled:
+            self.queue.prepare(call)
 
     def put(self, request: StepRequest) -> None:
         if self.run_id in self.cancelled:

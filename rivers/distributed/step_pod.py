@@ -22,12 +22,11 @@ from typing import Any
 
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
-from rivers.distributed.fence import LeaseFence
+from rivers.distributed.fence import LeaseHolder
 from rivers.distributed.jobs import decode_job
-from rivers.distributed.worker import report_args, report_script
 from rivers.exceptions import ExecutionError, RefusedJob
 from rivers.executors import pool_process
-from rivers.executors.pool import PoolResult
+from rivers.executors.pool_process import STALE, PoolResult
 from rivers.kubernetes.manifests import POD_NAME_ENV
 from rivers.logs import get_logger, log_level
 from rivers.queues import keys, rq_view
@@ -58,9 +57,6 @@ return {{'ok', found[1], found[2] or ''}}
 """
 
 
-KEEP_REPORT_SCRIPT = report_script(push=False)  # the launcher pushes it when this pod has ended
-
-
 class StepPod:
     """One step pod's life: take the job over, run it, report it."""
 
@@ -87,11 +83,12 @@ class StepPod:
         except RefusedJob as exc:
             raise ExecutionError(f"step pod: {exc}") from None
         threading.Thread(target=self._renew, name="rivers-lease", daemon=True).start()
-        pool_process.configure(None, log_level(), LeaseFence(self.url, self.name), tee=True)
+        # the report is kept, not pushed: the launcher pushes it when it sees this pod ended
+        holder = LeaseHolder(self.url, self.name, keys.queue_name("kubernetes"), key, push=False)
+        pool_process.configure(None, log_level(), holder, tee=True)
         result = PoolResult(*pool_process.run_spec(job.spec_json, self.job_id))
         self._done.set()
-        stale = self.client.register_script(KEEP_REPORT_SCRIPT)(args=[
-            self.name, rq_view.rq_time(), time.time(), keys.queue_name("kubernetes"), *report_args(job, result, key)])
+        stale = holder.report(self.job_id, job.reply_to, result) == STALE
         if stale:
             self.log.warning("pod.stale_report_dropped", reason="the attempt lost its lease; it was retried")
         self.log.info("pod.reported", failed=bool(result.failure))

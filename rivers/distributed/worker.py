@@ -1,19 +1,21 @@
-"""rivers-worker: claim steps from one queue, hand their spec JSON to warm step processes, forward the reports.
+"""rivers-worker: claim steps from one queue, hand their spec JSON to warm step processes, hear of their reports.
 
     one pipeline, one round trip: BLMOVE rq:queue:rivers:<executor> -> rivers:hand:<worker>, then
         ──> TAKE script: the hand's ids and more from the queue (up to the free slots); for each one whose job
             is still queued: lease (PX, value = this worker), job started (at Redis's time)
         ──> decode_job: signature (RIVERS_SECRET) over the exact bytes, bounded decompression, a rivers step?
               refused ──> job failed in Redis, nothing run, nothing reported (its sender is unknown)
-        ──> pool.submit(job id, spec JSON, reply)      (pool.py: user code runs only in pool processes;
-              a spec of another protocol or schema fails there at once, naming the field and both versions)
+        ──> pool.submit(job id, spec JSON, reply, route = the run's results list)
+              (pool.py: user code runs only in pool processes; a spec of another protocol or schema fails there
+              at once, naming the field and both versions)
     up to PREFETCH jobs per slot beyond the running ones wait in the pool's queue, their leases renewed
-    reporter thread: REPORT script per batch: for each report whose lease this worker still holds:
-        RPUSH the signed report, HSET it in the run's reports, DEL lease, job finished | failed
-        (a report whose lease is gone is stale: dropped, the coordinator has retried the step)
-    heartbeat thread: every HEARTBEAT_S renew each lease (PEXPIRE); a lease that is gone means the step was
-        taken away: its pool process is killed and its report will be dropped. Also the worker's own key, and
-        `rivers_running_at` of the jobs a step process started since the last beat (queued -> running).
+    the step process reports its attempt itself (fence.py, REPORT script, fenced by the lease this worker holds:
+        RPUSH the signed report, HSET it in the run's reports, DEL lease, job finished | failed; a report whose
+        lease is gone is stale: dropped, the coordinator has retried the step), then hands the result back
+    reporter thread: reports, in batches, what a step process could not (it died: WorkerLost; Redis unreachable)
+    heartbeat thread: every HEARTBEAT_S renew each lease (PEXPIRE); a lease that is gone and not reported means
+        the step was taken away: its pool process is killed and its report will be dropped. Also the worker's own
+        key, and `rivers_running_at` of the jobs a step process started since the last beat (queued -> running).
     SIGTERM once: take nothing new, finish running steps, exit; twice: hand them back to the queue, exit
 
 The main process never imports user code: it moves bytes, and leaves every decision to the coordinator.
@@ -37,10 +39,11 @@ from redis.exceptions import NoScriptError
 
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
-from rivers.distributed.fence import LeaseFence
-from rivers.distributed.jobs import StepJob, decode_job, encode_report
+from rivers.distributed.fence import REPORT_SCRIPT, LeaseHolder, report_args
+from rivers.distributed.jobs import StepJob, decode_job
 from rivers.exceptions import RefusedJob
 from rivers.executors.pool import PoolResult, ProcessPool
+from rivers.executors.pool_process import STALE
 from rivers.logs import get_logger
 from rivers.queues import keys, rq_view
 
@@ -102,60 +105,25 @@ end
 
 CLAIM_SCRIPT = claim_script()
 
-def report_script(push: bool = True) -> str:
-    """Report results, fenced: only an attempt whose lease this reporter still holds is reported; the others are
-    stale. Each report is kept in its run's reports hash and, with `push`, pushed on the run's results list (a step
-    pod only keeps it: its launcher pushes it once the pod has ended, so a run's slot is free only when its pod is).
-    ARGV: worker, now (RQ time), now (epoch s), queue name, then per report: id, reply_to, reports key, message,
-    error, error for RQ's result stream (both '' for a step that succeeded). -> the stale ids
-    """
-    pushed = f"""redis.call('RPUSH', reply_to, message)
-    redis.call('EXPIRE', reply_to, {defaults.RESULT_TTL_S})""" if push else ""
-    return rq_view.LUA_FUNCTIONS + f"""
-local stale = {{}}
-for i = 5, #ARGV, 6 do
-  local id, reply_to, reports, message, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local lease = '{keys.LEASE_PREFIX}' .. id
-  if redis.call('GET', lease) == ARGV[1] then
-    {pushed}
-    redis.call('HSET', reports, id, message)
-    redis.call('EXPIRE', reports, {defaults.RESULT_TTL_S})
-    redis.call('DEL', lease)
-    if err == '' then
-      rq_finished(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S})
-    else
-      rq_failed(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S}, err, ARGV[i + 5])
-    end
-  else
-    stale[#stale + 1] = id
-  end
-end
-return stale
-"""
 
-
-REPORT_SCRIPT = report_script()
-
-# A job this worker will not run (refused) or gives back (second SIGTERM). ARGV: worker, now (RQ time),
+# A job this worker will not run (refused) or gives back (second SIGTERM), fenced: only while this worker holds
+# its lease (a job its step process has reported meanwhile is not handed back). ARGV: worker, now (RQ time),
 # now (epoch s), queue name, reason ('' = hand back to the queue), reason for RQ's result stream, ids...
 RELEASE_SCRIPT = rq_view.LUA_FUNCTIONS + f"""
 for i = 7, #ARGV do
   local id = ARGV[i]
-  redis.call('DEL', '{keys.LEASE_PREFIX}' .. id)
-  if ARGV[5] == '' then
-    rq_requeued(ARGV[4], id, ARGV[1])
-    redis.call('LPUSH', '{keys.RQ_QUEUE_PREFIX}' .. ARGV[4], id)
-  else
-    rq_failed(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S}, ARGV[5], ARGV[6])
+  local lease = '{keys.LEASE_PREFIX}' .. id
+  if redis.call('GET', lease) == ARGV[1] then
+    redis.call('DEL', lease)
+    if ARGV[5] == '' then
+      rq_requeued(ARGV[4], id, ARGV[1])
+      redis.call('LPUSH', '{keys.RQ_QUEUE_PREFIX}' .. ARGV[4], id)
+    else
+      rq_failed(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S}, ARGV[5], ARGV[6])
+    end
   end
 end
 """
-
-
-def report_args(job: StepJob, result: PoolResult, key: bytes | None) -> list[str]:
-    """One report's arguments of REPORT_SCRIPT (after its four common ones)."""
-    return [job.job_id, job.reply_to, keys.reports_key_of(job.reply_to), encode_report(job.job_id, result.result_json,
-            key), result.failure, rq_view.exc_string_field(result.failure) if result.failure else ""]
 
 
 def on_stop_signals(flag: Callable[[], None]) -> None:
@@ -247,7 +215,7 @@ class Worker:
         self._take_script = self.client.register_script(TAKE_SCRIPT)  # loaded at the first take (NoScriptError)
         self._report = self.client.register_script(REPORT_SCRIPT)
         self._release = self.client.register_script(RELEASE_SCRIPT)
-        self.pool = ProcessPool(self.concurrency, LeaseFence(self.url, self.name),
+        self.pool = ProcessPool(self.concurrency, LeaseHolder(self.url, self.name, self.queue, self.key),
                                 on_start=lambda job_id: self._began.append((job_id, time.time())))
         self.pool.start()  # warm before the first claim: a step never waits for a process to start
         self._install_signals()
@@ -352,10 +320,17 @@ class Worker:
         with self._cond:
             self._held[job_id] = job
         assert self.pool is not None
-        self.pool.submit(job_id, job.spec_json, self._on_reply)
+        self.pool.submit(job_id, job.spec_json, self._on_reply, route=job.reply_to)
 
     def _on_reply(self, job_id: str, result: PoolResult) -> None:
-        self._reports.put((job_id, result))
+        if not result.reported:  # its step process died, or could not reach Redis: the reporter sends it
+            self._reports.put((job_id, result))
+            return
+        with self._cond:
+            self._held.pop(job_id, None)
+            self._cond.notify_all()
+        if result.reported == STALE:
+            self._stale(job_id)
 
     # -- reporting and heartbeats --------------------------------------------------------------
     def _report_loop(self) -> None:
@@ -390,9 +365,12 @@ class Worker:
             self.log.error("worker.report_failed", error=repr(exc), jobs=len(mine))
             return
         for job_id in stale:
-            self.log.warning("worker.stale_report_dropped", job_id=job_id.decode(),
-                             reason="the attempt lost its lease; the coordinator has retried the step")
+            self._stale(job_id.decode())
         self.log.info("worker.reported", jobs=len(mine) - len(stale))
+
+    def _stale(self, job_id: str) -> None:
+        self.log.warning("worker.stale_report_dropped", job_id=job_id,
+                         reason="the attempt lost its lease; the coordinator has retried the step")
 
     def _heartbeat_loop(self) -> None:
         while not self._done.wait(defaults.HEARTBEAT_S):
@@ -408,10 +386,10 @@ class Worker:
 
     def _beat_once(self) -> None:
         with self._cond:
-            held = list(self._held)
+            held = dict(self._held)
         began, self._began = self._began, []
         pipe = self.client.pipeline(transaction=False)
-        announce(pipe, self.name, self.executor, held, self.birth)
+        announce(pipe, self.name, self.executor, list(held), self.birth)
         for job_id, when in began:  # running, not only claimed: the coordinator's watcher tells the run
             if job_id in held:
                 pipe.hset(keys.job_key(job_id), keys.JOB_RUNNING_AT, when)
@@ -419,9 +397,14 @@ class Worker:
             pipe.pexpire(keys.lease_key(job_id), defaults.LEASE_MS)
         replies = pipe.execute()
         renewed = replies[len(replies) - len(held):]
-        for job_id, ok in zip(held, renewed, strict=True):
-            if not ok:
-                self._lost(job_id)
+        gone = [job_id for job_id, ok in zip(held, renewed, strict=True) if not ok]
+        if gone:  # a lease also ends with its report, which the step process made before telling this process
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in gone:
+                pipe.hexists(keys.reports_key_of(held[job_id].reply_to), job_id)
+            for job_id, reported in zip(gone, pipe.execute(), strict=True):
+                if not reported:
+                    self._lost(job_id)
 
     def _lost(self, job_id: str) -> None:
         """The lease of a running step is gone: the coordinator has given the step to another attempt."""

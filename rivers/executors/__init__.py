@@ -7,6 +7,7 @@ from rivers.exceptions import ConfigurationError
 from rivers.plan import Plan
 from rivers.queues.base import StepQueue, StepRequest
 from rivers.results import StepResult
+from rivers.runtime import StepCall
 
 NO_REDIS_FOR_KUBERNETES = (
     "Kubernetes steps travel through Redis: set RIVERS_REDIS_URL (and run `rivers-worker --executor kubernetes`) "
@@ -25,6 +26,9 @@ class UnavailableQueue:
         call = request.call
         request.report(StepResult.failed(call.run_id, call.step_key, call.attempt, [s.name for s in call.outputs],
                                          ConfigurationError(self.message.format(step=call.step_key))))
+
+    def prepare(self, call: StepCall) -> None:
+        """Nothing is ever built."""
 
     def flush(self) -> None:
         """Nothing is ever held."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from rivers.executors.parallel import AsyncRunner
 from rivers.queues.base import StepRequest
-from rivers.runtime import run_step
+from rivers.runtime import StepCall, run_step
 
 
 class InProcessQueue:
@@ -35,6 +35,9 @@ class InProcessQueue:
             self.async_steps.submit(request)
         else:
             self.waiting.append(request)
+
+    def prepare(self, call: StepCall) -> None:
+        """Nothing to build: the step runs on the live objects."""
 
     def flush(self) -> None:
         """Nothing to send: sync steps wait for `run_next`, async ones started at `put`."""

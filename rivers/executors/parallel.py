@@ -27,7 +27,7 @@ from rivers.executors.pool import PoolResult, ProcessPool
 from rivers.queues.base import StepRequest
 from rivers.results import RemoteTraceback, StepResult
 from rivers.runtime import StepCall, run_step_async
-from rivers.spec import spec_from_call
+from rivers.spec import SpecCache
 
 
 def _failed(call: StepCall, exc: BaseException) -> StepResult:
@@ -120,13 +120,18 @@ class ParallelQueue:
         self._lock = threading.Lock()
         self._requests: dict[str, StepRequest] = {}  # ticket -> request in the pool
         self._tickets = itertools.count()
+        self._specs = SpecCache("parallel")
+
+    def prepare(self, call: StepCall) -> None:
+        if not call.definition.is_async or call.members:
+            self._specs.prepare(call)
 
     def put(self, request: StepRequest) -> None:
         if request.step.is_async:
             self.async_steps.submit(request)
             return
         try:
-            spec_json = spec_from_call(request.call, "parallel").model_dump_json()
+            spec_json = self._specs.take(request.call)
         except SpecError as exc:
             request.report(_failed(request.call, exc))
             return

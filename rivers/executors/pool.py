@@ -1,7 +1,9 @@
 """A pool of step processes with a narrow contract: `submit(ticket, spec JSON, reply)`, one step per process at a time.
 
-    submit(ticket, spec_json, reply) ──> a free process's pipe gets (ticket, spec_json)   (none free: a FIFO)
+    submit(ticket, spec_json, reply, route) ──> a free process's pipe gets (ticket, spec_json, route)
+                                           │ (none free: a FIFO)
                                            │ pool process (pool_process.serve): run_spec -> result
+                                           │ (with an AttemptOwner and a route: reported from there, marked so)
     reader thread: wait() on every process's pipe and sentinel
         a result ──> reply(ticket, PoolResult); the process takes the next waiting ticket
         a death  ──> reply(ticket, WorkerLost naming the exit code or signal) for the ticket that process
@@ -33,22 +35,13 @@ from loky.backend.context import get_context
 
 from rivers import signing
 from rivers.exceptions import WorkerLost
-from rivers.executors.pool_process import STEP_PROCESS_NAME, FenceFactory, serve
+from rivers.executors.pool_process import STEP_PROCESS_NAME, AttemptOwner, PoolResult, serve
 from rivers.logs import log_level
 from rivers.results import StepResult
 from rivers.spec import read_header
 
 MAX_START_FAILURES = 3  # processes in a row that die before finishing any step: the pool cannot start
 SHUTDOWN_WAIT_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class PoolResult:
-    """What a pool process hands back for one ticket."""
-
-    result_json: str  # the StepResult
-    failure: str  # "<ExcType>: <message>" when the step failed, else ""
-    exception: bytes | None = None  # the pickled exception (embedded pools only), to re-raise with its own type
 
 
 Reply = Callable[[str, PoolResult], None]  # (ticket, result), called once per submitted ticket
@@ -59,6 +52,7 @@ class _Task:
     ticket: str
     spec_json: str
     reply: Reply
+    route: str | None = None  # where its step process reports it (with an AttemptOwner)
     cancelled: bool = False
 
 
@@ -81,10 +75,10 @@ class _State:
 class ProcessPool:
     """Steps as spec JSON in `max_workers` processes; a dead process fails its own step only."""
 
-    def __init__(self, max_workers: int, fence_factory: FenceFactory | None = None,
+    def __init__(self, max_workers: int, owner: AttemptOwner | None = None,
                  on_start: Callable[[str], None] | None = None) -> None:
         self.max_workers = max_workers
-        self.fence_factory = fence_factory
+        self.owner = owner  # a rivers-worker's leases: its processes fence output writes and report attempts
         self.on_start = on_start  # called with a ticket as a process gets its spec (with the pool's lock held)
         self._context = get_context("loky")
         self._lock = threading.Lock()
@@ -95,9 +89,10 @@ class ProcessPool:
         self._reader: threading.Thread | None = None
 
     # -- the contract ---------------------------------------------------------------------------
-    def submit(self, ticket: str, spec_json: str, reply: Reply) -> None:
-        """Run the step `spec_json` describes; `reply` is called exactly once, from another thread."""
-        task = _Task(ticket, spec_json, reply)
+    def submit(self, ticket: str, spec_json: str, reply: Reply, route: str | None = None) -> None:
+        """Run the step `spec_json` describes; `reply` is called exactly once, from another thread. With a
+        `route` (and an owner), the step process reports the attempt there itself; its result says so."""
+        task = _Task(ticket, spec_json, reply, route)
         with self._lock:
             if not self._started:
                 self._start()
@@ -172,7 +167,7 @@ class ProcessPool:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
             target=serve, name=STEP_PROCESS_NAME, daemon=True,
-            args=(theirs, signing.signing_key(), log_level(), self.fence_factory),
+            args=(theirs, signing.signing_key(), log_level(), self.owner),
         )
         process.start()
         theirs.close()
@@ -188,7 +183,7 @@ class ProcessPool:
                 task = state.waiting.popleft()
                 slot.task = task
                 try:
-                    slot.conn.send((task.ticket, task.spec_json))
+                    slot.conn.send((task.ticket, task.spec_json, task.route))
                 except (OSError, ValueError):  # the process is dying: the reader reports the ticket with it
                     continue
                 if self.on_start is not None:
@@ -225,7 +220,7 @@ class ProcessPool:
             self._state.start_failures = 0
             self._dispatch()
         if task is not None and not task.cancelled:
-            task.reply(task.ticket, PoolResult(*payload))
+            task.reply(task.ticket, payload)
 
     def _died(self, slot: _Slot) -> None:
         slot.process.join(SHUTDOWN_WAIT_S)

@@ -1,20 +1,23 @@
 """What runs inside a pool process: read a spec, run the step, hand back the StepResult JSON.
 
-`serve` is the process's whole life: set up, then take (ticket, spec JSON) from the pipe, run it,
+`serve` is the process's whole life: set up, then take (ticket, spec JSON, route) from the pipe, run it,
 send the result back, until the pool sends None or the process owning the pool is gone.
 
-In a rivers-worker the pool processes also hold the fence of the worker's leases: right before each
-output write they check that the attempt still holds its lease, so an attempt whose lease expired
-(its worker paused or cut off past the lease) never writes over the output of the retry.
+In a rivers-worker the pool processes also hold the worker's leases (an AttemptOwner): right before each
+output write they check that the attempt still holds its lease, so an attempt whose lease expired (its
+worker paused or cut off past the lease) never writes over the output of the retry; and they report the
+attempt to `route` themselves, fenced the same way, before handing the result back (marked reported).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import cloudpickle
@@ -27,47 +30,75 @@ from rivers.spec import UnreadableSpec, call_from_spec, read_spec, teardown_rebu
 
 STEP_PROCESS_NAME = "rivers-step-process"  # multiprocessing's name of every pool process
 PARENT_POLL_S = 0.5  # how soon a pool process notices that the process owning its pool is gone
-_fence_factory: FenceFactory | None = None
+REPORTED, STALE = "reported", "stale"  # PoolResult.reported: what the step process's own report found
+_owner: AttemptOwner | None = None
 _pickle_exceptions = True
 _loop: asyncio.AbstractEventLoop | None = None
 
 
-class FenceFactory:
-    """Makes the fence of one attempt; picklable, so that it reaches pool processes as an initializer argument."""
+@dataclass(frozen=True, slots=True)
+class PoolResult:
+    """What a pool process hands back for one ticket."""
 
-    def __call__(self, ticket: str, step_key: str) -> Fence:  # pragma: no cover - an interface
+    result_json: str  # the StepResult
+    failure: str  # "<ExcType>: <message>" when the step failed, else ""
+    exception: bytes | None = None  # the pickled exception (embedded pools only), to re-raise with its own type
+    reported: str = ""  # REPORTED or STALE once the step process reported it itself; "" = not reported yet
+
+
+class AttemptOwner:
+    """What a step process holds of its attempts when they are leased (a rivers-worker's, a step pod's): the
+    fence of each output write and the fenced report. Picklable: it reaches pool processes as a start argument."""
+
+    def fence(self, ticket: str, step_key: str) -> Fence:  # pragma: no cover - an interface
+        raise NotImplementedError
+
+    def report(self, ticket: str, route: str, result: PoolResult) -> str:  # pragma: no cover - an interface
+        """Report the attempt to `route`: REPORTED, or STALE when its lease is gone (raises when Redis is)."""
         raise NotImplementedError
 
 
-def configure(key: bytes | None, log_level: int, fence_factory: FenceFactory | None, tee: bool = False) -> None:
-    """Set this process up to run steps from specs. With a fence, steps belong to a rivers-worker or a step
-    pod, which forward result JSON only: no pickled exceptions. With `tee`, a step's stdout and stderr also go
+def configure(key: bytes | None, log_level: int, owner: AttemptOwner | None, tee: bool = False) -> None:
+    """Set this process up to run steps from specs. With an owner, steps belong to a rivers-worker or a step
+    pod, which send result JSON only: no pickled exceptions. With `tee`, a step's stdout and stderr also go
     to this process's own (a step pod's log, which its launcher attaches to a pod that died)."""
-    global _fence_factory, _pickle_exceptions
+    global _owner, _pickle_exceptions
     runtime.TEE_STREAMS = tee
     signing.use_key(key)
-    _fence_factory = fence_factory
-    _pickle_exceptions = fence_factory is None
+    _owner = owner
+    _pickle_exceptions = owner is None
     for name in ("code-repo.assets", "code-repo.tasks"):  # context.log records must reach the step's capture
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(logs.step_log_level(log_level))
 
 
-def serve(conn: Connection, key: bytes, log_level: int, fence_factory: FenceFactory | None) -> None:
+def serve(conn: Connection, key: bytes, log_level: int, owner: AttemptOwner | None) -> None:
     """The main loop of a pool process."""
-    configure(key, log_level, fence_factory)
+    configure(key, log_level, owner)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="rivers-parent-watch", daemon=True).start()
     try:
         while (message := _receive(conn)) is not None:
-            ticket, spec_json = message
-            conn.send(run_spec(spec_json, ticket))
+            ticket, spec_json, route = message
+            result = PoolResult(*run_spec(spec_json, ticket))
+            if route is not None and _owner is not None:
+                result = _reported(_owner, ticket, route, result)
+            conn.send(result)
     finally:  # the pool stops (or its owner is gone): resources set up here are torn down here
         teardown_rebuilt()
 
 
-def _receive(conn: Connection) -> tuple[str, str] | None:
+def _reported(owner: AttemptOwner, ticket: str, route: str, result: PoolResult) -> PoolResult:
+    """The result, reported from here; unmarked when Redis could not be reached (the pool's owner tries then)."""
     try:
-        message: tuple[str, str] | None = conn.recv()
+        found = owner.report(ticket, route, result)
+    except Exception:  # noqa: BLE001 - Redis unreachable past its retries: the worker reports it or its lease ends
+        return result
+    return dataclasses.replace(result, reported=found)
+
+
+def _receive(conn: Connection) -> tuple[str, str, str | None] | None:
+    try:
+        message: tuple[str, str, str | None] | None = conn.recv()
     except (EOFError, OSError):
         return None
     return message
@@ -102,8 +133,8 @@ def _run(spec_json: str, ticket: str) -> StepResult:
     with runtime.step_log(spec.run_id, spec.step_key, spec.attempt, whole_process=True) as log:
         try:
             call = call_from_spec(spec)  # imports the step's code: an exit or a crash here ends only this step
-            if _fence_factory is not None:
-                _fence(call, _fence_factory(ticket, spec.step_key))
+            if _owner is not None:
+                _fence(call, _owner.fence(ticket, spec.step_key))
             result = _event_loop().run_until_complete(run_step_async(call)) if spec.is_async else run_step(call)
         except SpecError as exc:
             result = StepResult.failed(spec.run_id, spec.step_key, spec.attempt, [o.name for o in spec.outputs], exc)

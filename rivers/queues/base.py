@@ -42,12 +42,15 @@ class StepQueue(Protocol):
     """Consumed by one executor. `put` never blocks on the step itself.
 
     A queue may hold what was put until `flush`, which the coordinator calls before it waits or runs a
-    step itself: batching without a thread of its own.
+    step itself: batching without a thread of its own. `prepare` is optional work ahead (a no-op here).
     """
 
     executor: str
 
     def put(self, request: StepRequest) -> None: ...
+
+    def prepare(self, call: StepCall) -> None:
+        """Do ahead, while the coordinator would only wait, what `put` will do for this attempt (build its spec)."""
 
     def flush(self) -> None: ...
 

@@ -1,7 +1,8 @@
 """The Redis step queue: steps leave the coordinator's process as RQ-format jobs; reports come back on a list.
 
     put(request) ─ live? ─────────────> the embedded parallel queue (process-local values never leave)
-        └─ spec_from_call ─> JSON ─> outbox ─> flush(), by the coordinator before it waits: one MULTI per batch
+        └─ spec JSON (built by prepare() while the coordinator waited, else now) ─> outbox
+             ─> flush(), by the coordinator before it waits: one script call per batch
                              (job hashes, signed with RIVERS_SECRET; RPUSH rq:queue:rivers:<executor>; wake)
                                                                   │
                                                                   ▼ rivers-worker: claim (lease), run, report
@@ -40,7 +41,8 @@ from rivers.queues import keys, rq_view
 from rivers.queues.base import StepQueue, StepRequest
 from rivers.queues.rq_view import rq_time
 from rivers.results import StepResult
-from rivers.spec import Pickled, StepSpec, spec_from_call
+from rivers.runtime import StepCall
+from rivers.spec import Pickled, SpecCache, StepSpec
 
 # Writes of a coordinator for a run it may no longer own start with this check. KEYS[1]: the run's hash,
 # ARGV[1]: the token it drives the run with ('' for a run no coordinator daemon owns: not fenced).
@@ -475,6 +477,10 @@ class RedisStepQueue:
         self.executor = executor
         self.local = local  # runs the steps that must stay in this process
         self._run_ids: set[str] = set()  # the runs put here (one, in practice: a queue is made per run)
+        self._specs = SpecCache(executor, refuse_unsigned_closures)
+
+    def prepare(self, call: StepCall) -> None:
+        self._specs.prepare(call)
 
     def put(self, request: StepRequest) -> None:
         if request.live and self.local is not None:
@@ -483,8 +489,7 @@ class RedisStepQueue:
         call = request.call
         self._run_ids.add(call.run_id)
         try:
-            spec = spec_from_call(call, self.executor)
-            refuse_unsigned_closures(spec)
+            spec_json = self._specs.take(call)
         except SpecError as exc:
             request.report(StepResult.failed(call.run_id, call.step_key, call.attempt,
                                              [slot.name for slot in call.outputs], exc))
@@ -497,7 +502,7 @@ class RedisStepQueue:
             if reported:  # its previous owner died between the report and recording it: the report stands
                 self.hub.deliver_stored(pending)
             return
-        self.hub.submit(_Pending(request, self.executor, uuid.uuid4().hex, spec.model_dump_json()))
+        self.hub.submit(_Pending(request, self.executor, uuid.uuid4().hex, spec_json))
 
     def flush(self) -> None:
         self.hub.flush()
