@@ -117,7 +117,7 @@ def test_a_spec_built_ahead_is_taken_once_and_only_for_its_attempt() -> None:
     cache.prepare(call_of("second"))
     cache.prepare(call_of("second"))  # once per attempt
     assert built == ["second"]
-    assert cache.take(call_of("second", attempt=2)) == spec_from_call(call_of("second", 2), "parallel").model_dump_json()
+    assert cache.take(call_of("second", 2)) == spec_from_call(call_of("second", 2), "parallel").model_dump_json()
     assert built == ["second", "second"]  # attempt 2 was built when taken
     assert cache.take(call_of("second")) == spec_from_call(call_of("second"), "parallel").model_dump_json()
     cache.take(call_of("second"))

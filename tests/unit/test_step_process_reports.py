@@ -32,7 +32,8 @@ def claimed_job(client: Any, job_id: str) -> None:
 
 
 def a_result(step: str = "s") -> PoolResult:
-    return PoolResult(StepResult(run_id=RUN, step_key=step, attempt=1, status="succeeded", outputs=[]).model_dump_json(), "")
+    result = StepResult(run_id=RUN, step_key=step, attempt=1, status="succeeded", outputs=[])
+    return PoolResult(result.model_dump_json(), "")
 
 
 def test_the_holder_reports_once_while_it_holds_the_lease(server: RedisServer, client: Any) -> None:
@@ -122,7 +123,7 @@ def test_the_pool_marks_what_its_process_reported(answer: str | None, marked: st
         pool.submit("t1", "not a spec", lambda ticket, result: (got.append(result), done.set()), route=REPLY_TO)
         assert done.wait(60)
         assert got[0].reported == marked
-        assert got[0].failure.startswith("UnreadableSpec")  # the step itself failed: its result is reported all the same
+        assert got[0].failure.startswith("UnreadableSpec")  # the step failed: its result is reported all the same
         done.clear()
         pool.submit("t2", "not a spec", lambda ticket, result: (got.append(result), done.set()))
         assert done.wait(60)
