@@ -21,6 +21,7 @@ REDIS_BACKOFF_CAP_S = 1.0
 LEASE_MS = 5000  # a running step's lease; the worker renews it every HEARTBEAT_S
 HEARTBEAT_S = 1.0  # worker: lease renewal and "I consume this queue" heartbeat
 EMBEDDED_ALIVE_MS = 10_000  # an embedded run recorded in Redis: its process renews this every HEARTBEAT_S
+RECORD_LINGER_S = 0.02  # an embedded run's record gathers events this long before writing them (not on every step)
 WORKER_TTL_MS = 5000  # a worker that stopped heartbeating no longer counts as a consumer
 WATCH_INTERVAL_S = 1.0  # coordinator: how often it checks the leases of in-flight steps
 PICKUP_TIMEOUT_S = float(os.environ.get("RIVERS_PICKUP_TIMEOUT_S", "60"))  # unclaimed, no consumer -> failed

@@ -248,8 +248,9 @@ def run_detail(client: Any, run_id: str) -> dict[str, Any] | None:
 class EmbeddedRecord:
     """Records one embedded run in Redis as its steps move; never fails the run (Redis errors are logged).
 
-    The run's thread only queues events: a writer thread sends them in batches (two round trips per batch),
-    so that recording never sits between a step's end and its downstream's start.
+    The run's thread only queues events: a writer thread sends them in batches (two round trips per batch,
+    at most one batch per RECORD_LINGER_S until the run ends), so that recording never sits between a step's
+    end and its downstream's start, nor wakes up at each of them.
     """
 
     def __init__(self, client: Any, run_id: str, owner: str) -> None:
@@ -262,6 +263,7 @@ class EmbeddedRecord:
         self._queue: queue.SimpleQueue[tuple[dict[str, Any], StepResult | None] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._ended = threading.Event()
+        self._hurry = threading.Event()  # the run is ending: write what is queued now
         threading.Thread(target=self._alive_loop, name="rivers-run-alive", daemon=True).start()
 
     def _alive_loop(self) -> None:
@@ -289,6 +291,7 @@ class EmbeddedRecord:
     def _write_loop(self) -> None:
         while True:
             batch = [self._queue.get()]
+            self._hurry.wait(defaults.RECORD_LINGER_S)
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -323,6 +326,7 @@ class EmbeddedRecord:
         """Wait until every queued event is written (or Redis gave up on them)."""
         if self._writer is not None:
             self._queue.put(None)
+            self._hurry.set()
             self._writer.join()
             self._writer = None
 
