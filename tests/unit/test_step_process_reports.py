@@ -130,3 +130,45 @@ def test_the_pool_marks_what_its_process_reported(answer: str | None, marked: st
         assert got[1].reported == ""  # no route: nothing is reported from the process
     finally:
         pool.shutdown()
+
+
+class SlowOwner(Owner):
+    """Reports a ticket only once the file `<gate>/<ticket>` exists (or 30 s passed)."""
+
+    def __init__(self, gate: str) -> None:
+        super().__init__(REPORTED)
+        self.gate = gate
+
+    def report(self, ticket: str, route: str, result: PoolResult) -> str:
+        import os
+        import time
+
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(self.gate, ticket)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return REPORTED
+
+
+def test_with_tickets_waiting_the_owner_reports_them_in_batches(tmp_path: Any) -> None:
+    """A step process reports its attempt itself only when no other ticket waits for the pool: with work queued,
+    it hands the result back unreported at once (the worker batches those) instead of waiting on Redis."""
+    pool = ProcessPool(1, SlowOwner(str(tmp_path)))
+    got: dict[str, PoolResult] = {}
+    done = threading.Event()
+
+    def reply(ticket: str, result: PoolResult) -> None:
+        got[ticket] = result
+        if len(got) == 3:
+            done.set()
+
+    try:
+        pool.submit("t1", "not a spec", reply, route=REPLY_TO)  # nothing waits: reported by its process
+        pool.submit("t2", "not a spec", reply, route=REPLY_TO)  # t3 waits behind it: handed back unreported
+        pool.submit("t3", "not a spec", reply, route=REPLY_TO)  # the last: reported by its process
+        for ticket in ("t1", "t3"):
+            (tmp_path / ticket).touch()
+        assert done.wait(60)
+        assert {ticket: result.reported for ticket, result in got.items()} == {"t1": REPORTED, "t2": "",
+                                                                               "t3": REPORTED}
+    finally:
+        pool.shutdown()
