@@ -15,7 +15,8 @@
     reporter thread: reports, in batches, what a step process could not (it died: WorkerLost; Redis unreachable)
     heartbeat thread: every HEARTBEAT_S renew each lease (PEXPIRE); a lease that is gone and not reported means
         the step was taken away: its pool process is killed and its report will be dropped. Also the worker's own
-        key, and `rivers_running_at` of the jobs a step process started since the last beat (queued -> running).
+        key, `rivers_running_at` of the jobs a step process started since the last beat (queued -> running), and
+        RESCUE: what a dead worker left in its hand goes back to the queue.
     SIGTERM once: take nothing new, finish running steps, exit; twice: hand them back to the queue, exit
 
 The main process never imports user code: it moves bytes, and leaves every decision to the coordinator.
@@ -46,6 +47,7 @@ from rivers.executors.pool import PoolResult, ProcessPool
 from rivers.executors.pool_process import STALE
 from rivers.logs import get_logger
 from rivers.queues import keys, rq_view
+from rivers.queues.redis import RESCUE_SCRIPT
 
 
 def _claim_ids(on_claim: str) -> str:
@@ -104,6 +106,7 @@ end
 
 
 CLAIM_SCRIPT = claim_script()
+
 
 
 # A job this worker will not run (refused) or gives back (second SIGTERM), fenced: only while this worker holds
@@ -197,6 +200,7 @@ class Worker:
         self._take_script: Any = None
         self._report: Any = None
         self._release: Any = None
+        self._rescue: Any = None
         self._cond = threading.Condition()
         self._held: dict[str, StepJob] = {}  # job id -> job running here
         self._began: list[tuple[str, float]] = []  # (job id, when) a step process got it: told at the next beat
@@ -215,6 +219,7 @@ class Worker:
         self._take_script = self.client.register_script(TAKE_SCRIPT)  # loaded at the first take (NoScriptError)
         self._report = self.client.register_script(REPORT_SCRIPT)
         self._release = self.client.register_script(RELEASE_SCRIPT)
+        self._rescue = self.client.register_script(RESCUE_SCRIPT)
         self.pool = ProcessPool(self.concurrency, LeaseHolder(self.url, self.name, self.queue, self.key),
                                 on_start=lambda job_id: self._began.append((job_id, time.time())))
         self.pool.start()  # warm before the first claim: a step never waits for a process to start
@@ -393,6 +398,8 @@ class Worker:
         for job_id, when in began:  # running, not only claimed: the coordinator's watcher tells the run
             if job_id in held:
                 pipe.hset(keys.job_key(job_id), keys.JOB_RUNNING_AT, when)
+        if self._rescue is not None:
+            self._rescue(args=[keys.workers_key(self.executor), keys.queue_key(self.executor)], client=pipe)
         for job_id in held:
             pipe.pexpire(keys.lease_key(job_id), defaults.LEASE_MS)
         replies = pipe.execute()

@@ -74,9 +74,13 @@ def worker_key(name: str) -> str:
     return WORKER_PREFIX + name
 
 
+HAND_PREFIX = "rivers:hand:"
+
+
 def hand_key(name: str) -> str:
-    """The list a worker's BLMOVE moves a job id to; the take script that follows it empties it at once."""
-    return f"rivers:hand:{name}"
+    """The list a worker's BLMOVE moves a job id to; the take script that follows it empties it at once. What a
+    dead worker left there (killed between the two) goes back to the queue at the next heartbeat of another."""
+    return HAND_PREFIX + name
 
 
 def workers_key(executor: str) -> str:

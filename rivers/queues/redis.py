@@ -454,19 +454,27 @@ class RedisHub:
             pipe.execute()
 
 
+# Jobs in the hand of a worker that is gone (its key expired) never ran (a take claims and empties a hand at once):
+# they go back to the head of the queue, in order, and the worker leaves the set. ARGV: workers set, queue key
+RESCUE_SCRIPT = f"""
+local moved = 0
+for _, name in ipairs(redis.call('SMEMBERS', ARGV[1])) do
+  if redis.call('EXISTS', '{keys.WORKER_PREFIX}' .. name) == 0 then
+    while redis.call('LMOVE', '{keys.HAND_PREFIX}' .. name, ARGV[2], 'RIGHT', 'LEFT') do
+      moved = moved + 1
+    end
+    redis.call('SREM', ARGV[1], name)
+  end
+end
+return moved
+"""
+
+
 def live_workers(client: Any, executor: str) -> list[str]:
-    """Names of the workers that consume `executor`'s queue and heartbeated within WORKER_TTL_MS."""
-    names = [name.decode() for name in client.smembers(keys.workers_key(executor))]
-    if not names:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.exists(keys.worker_key(name))
-    alive = [name for name, exists in zip(names, pipe.execute(), strict=True) if exists]
-    dead = set(names) - set(alive)
-    if dead:
-        client.srem(keys.workers_key(executor), *dead)
-    return alive
+    """Names of the workers that consume `executor`'s queue and heartbeated within WORKER_TTL_MS (the dead ones
+    leave the set, and what they left in their hands goes back to the queue)."""
+    client.eval(RESCUE_SCRIPT, 0, keys.workers_key(executor), keys.queue_key(executor))
+    return [name.decode() for name in client.smembers(keys.workers_key(executor))]
 
 
 class RedisStepQueue:

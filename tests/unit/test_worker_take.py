@@ -8,6 +8,7 @@ from typing import Any
 from rivers.distributed.jobs import job_fields
 from rivers.distributed.worker import TAKE_SCRIPT
 from rivers.queues import keys
+from rivers.queues.redis import RESCUE_SCRIPT
 
 WORKER = "host.1.abc"
 
@@ -61,3 +62,23 @@ def test_a_job_no_longer_queued_is_taken_but_not_claimed(client: Any) -> None:
     client.delete(keys.job_key("gone"))  # cancelled meanwhile
     assert take(client, 2) == (b"gone", ["ok"])
     assert client.get(keys.lease_key("gone")) is None
+
+
+def test_a_dead_workers_hand_goes_back_to_the_head_of_the_queue_in_order(client: Any) -> None:
+    """A worker killed between its BLMOVE and its take (or whose take failed) leaves ids in its hand that never
+    ran: the next heartbeat of any worker puts them back first in line, and the dead worker leaves the set.
+    A live worker's hand is never touched."""
+    enqueue(client, "a", "b", "c", "mine", "next")
+    for _ in range(3):
+        client.lmove(keys.queue_key("parallel"), keys.hand_key("dead.1.x"), "LEFT", "RIGHT")
+    client.lmove(keys.queue_key("parallel"), keys.hand_key(WORKER), "LEFT", "RIGHT")
+    client.sadd(keys.workers_key("parallel"), "dead.1.x", WORKER)
+    client.set(keys.worker_key(WORKER), "parallel", px=5000)
+    moved = client.eval(RESCUE_SCRIPT, 0, keys.workers_key("parallel"), keys.queue_key("parallel"))
+    assert moved == 3
+    assert client.lrange(keys.queue_key("parallel"), 0, -1) == [b"a", b"b", b"c", b"next"]
+    assert client.lrange(keys.hand_key(WORKER), 0, -1) == [b"mine"]
+    assert client.smembers(keys.workers_key("parallel")) == {WORKER.encode()}
+    # rescued jobs are claimed like any other, once (after what the live worker holds in its own hand)
+    _, claimed = take(client, 4)
+    assert claimed == ["mine", "a", "b", "c"]
