@@ -9,7 +9,10 @@ It starts its own redis-server on a free port and its own worker processes, and 
 (b) the wall time of SLEEPERS independent steps that sleep 50 ms with 1, 2 and 4 workers of concurrency 2,
     and the 1 -> 4 speed-up (target: >= 3.8x);
 (c) the median delay between a step finishing and its downstream starting, on a chain (target: <= 1 ms), and
-    its legs: up to the upstream's report, the downstream's enqueue, its claim, its start in a step process.
+    its legs: up to the upstream's report, the downstream's enqueue, its claim, its start in a step process;
+    next to it, the floor of this machine: the same hops with no rivers code (a step process pushes to Redis, a
+    listener thread hands it to a main thread that pushes a job, a worker's BLMOVE takes it and pipes it to
+    another step process): what waking five processes and threads in a row costs here.
 Steps are module-level assets made here; workers import this module by reference.
 """
 
@@ -187,6 +190,66 @@ def handoff_delays(url: str, repeats: int) -> tuple[list[float], dict[str, list[
     return delays, legs
 
 
+def _relay_worker(url: str, to_step: Any) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    while True:
+        pipe = client.pipeline(transaction=False)
+        pipe.blmove("relay:jobs", "relay:hand", 5, "LEFT", "RIGHT")
+        pipe.lpop("relay:hand")
+        moved, _ = pipe.execute()
+        if moved is not None:
+            to_step.send_bytes(moved)
+            if moved == b"stop":
+                return
+
+
+def _relay_step(url: str, from_worker: Any) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    while (data := from_worker.recv_bytes()) != b"stop":
+        client.rpush("relay:delays", time.time() - float(data))
+        client.rpush("relay:results", str(time.time()))  # this step ends: the next one is dispatched
+
+
+def bare_relay(url: str, hops: int) -> list[float]:
+    """The hand-off's hops without rivers: step process -> Redis -> listener thread -> main thread -> Redis ->
+    worker (BLMOVE) -> pipe -> step process. Delays from a step's end to the next one's start."""
+    import multiprocessing
+    import queue
+    import threading
+
+    import redis
+
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    procs = [context.Process(target=_relay_worker, args=(url, ours)),
+             context.Process(target=_relay_step, args=(url, theirs))]
+    for proc in procs:
+        proc.start()
+    client = redis.Redis.from_url(url)
+    inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+
+    def listen() -> None:
+        listener = redis.Redis.from_url(url)
+        for _ in range(hops + 1):
+            inbox.put(listener.blpop(["relay:results"], 0)[1])
+
+    threading.Thread(target=listen, daemon=True).start()
+    client.rpush("relay:results", str(time.time()))
+    for _ in range(hops):
+        client.rpush("relay:jobs", inbox.get())
+    inbox.get()
+    client.rpush("relay:jobs", "stop")
+    for proc in procs:
+        proc.join(30)
+    delays = [float(d) for d in client.lrange("relay:delays", 0, -1)]
+    client.delete("relay:delays", "relay:results", "relay:jobs", "relay:hand")
+    return delays[10:]  # the first hops warm the processes up
+
+
 def job_times(client: Any, run_id: str) -> dict[str, dict[str, float]]:
     """Step key -> the RQ times of its latest job, as epoch seconds."""
     from datetime import UTC, datetime
@@ -231,10 +294,12 @@ def main() -> None:
               ", ".join(f"{n} worker{'s' if n > 1 else ''} {wall:.2f} s" for n, wall in walls.items()) +
               f"; speed-up 1 -> 4: {walls[1] / walls[4]:.2f}x (target >= 3.8x)")
         delays, legs = handoff_delays(server.url, args.repeats)
+        floor = bare_relay(server.url, CHAIN * args.repeats)
         print(f"(c) upstream finished -> downstream started, chain of {CHAIN} x {args.repeats}: median "
               f"{statistics.median(delays) * 1000:.2f} ms, p90 {statistics.quantiles(delays, n=10)[-1] * 1000:.2f} ms "
               "(target <= 1 ms); legs (medians): " +
-              ", ".join(f"{leg} {statistics.median(values) * 1000:.2f} ms" for leg, values in legs.items()))
+              ", ".join(f"{leg} {statistics.median(values) * 1000:.2f} ms" for leg, values in legs.items()) +
+              f"; the same hops with no rivers code: median {statistics.median(floor) * 1000:.2f} ms")
 
 
 if __name__ == "__main__":
