@@ -4,6 +4,26 @@ from __future__ import annotations
 
 import os
 
+from rivers.exceptions import ConfigurationError
+
+
+def lease_ms(text: str) -> int:
+    """RIVERS_LEASE_MS as a lease length; ConfigurationError for a value that is not one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigurationError(f"{LEASE_ENV}={text!r}: expected a whole number of milliseconds") from None
+    if value < LEASE_MIN_MS:
+        raise ConfigurationError(f"{LEASE_ENV}={text!r}: expected at least {LEASE_MIN_MS} ms, two heartbeats "
+                                 f"({HEARTBEAT_S:g} s each) plus the fence margin ({FENCE_MARGIN_MS} ms)")
+    return value
+
+
+def launcher_ttl_ms(lease: int) -> int:
+    """Midway between a heartbeat and the lease: a live launcher outlasts a late beat, and a dead one's jobs are
+    adopted by another's next beat before their leases expire (3000 ms for the default lease)."""
+    return (lease + int(HEARTBEAT_S * 1000)) // 2
+
 INFRA_RETRIES = 2  # retries of a step whose worker died or lost its lease, for steps without a retry policy
 LOG_FORMAT_ENV = "RIVERS_LOG_FORMAT"  # console | json
 LOG_LEVEL_ENV = "RIVERS_LOG_LEVEL"  # DEBUG | INFO | WARNING | ERROR
@@ -18,8 +38,11 @@ REDIS_START_ATTEMPTS = 3  # PINGs before "Redis is unreachable" when a run or wo
 REDIS_RETRIES = 12  # reconnects of one command (exponential backoff, capped below): ~10 s of outage
 REDIS_BACKOFF_BASE_S = 0.05
 REDIS_BACKOFF_CAP_S = 1.0
-LEASE_MS = 5000  # a running step's lease; the worker renews it every HEARTBEAT_S
 HEARTBEAT_S = 1.0  # worker: lease renewal and "I consume this queue" heartbeat
+FENCE_MARGIN_MS = 1000  # an attempt writes an output only while its lease has at least this long to live
+LEASE_ENV = "RIVERS_LEASE_MS"  # also a run's owner key and a repository's serving key; the same in every process
+LEASE_MIN_MS = int(2 * HEARTBEAT_S * 1000) + FENCE_MARGIN_MS  # a lease outlives a missed heartbeat by the margin
+LEASE_MS = lease_ms(os.environ.get(LEASE_ENV, "5000"))  # a running step's lease; the worker renews it every HEARTBEAT_S
 EMBEDDED_ALIVE_MS = 10_000  # an embedded run recorded in Redis: its process renews this every HEARTBEAT_S
 RECORD_LINGER_S = 0.02  # an embedded run's record gathers events this long before writing them (not on every step)
 WORKER_TTL_MS = 5000  # a worker that stopped heartbeating no longer counts as a consumer
@@ -32,7 +55,6 @@ FINISHED_JOB_TTL_S = 3600  # a job hash after its step reported (RQ's finished/f
 MAX_PAYLOAD_BYTES = int(os.environ.get("RIVERS_MAX_PAYLOAD_BYTES", str(16 * 1024 * 1024)))  # a job, decompressed
 RQ_STARTED_TTL_S = 90  # a running job's expiry in RQ's started registry, pushed back by every heartbeat
 RQ_WORKER_TTL_S = 15  # a worker's hash in RQ's view; renewed by every heartbeat, so a dead worker leaves it soon
-FENCE_MARGIN_MS = 1000  # an attempt writes an output only while its lease has at least this long to live
 RUN_RETENTION_S = float(os.environ.get("RIVERS_RUN_RETENTION_S", "604800"))  # a submitted run's keys: 7 d after its end
 UNSERVED_TIMEOUT_S = float(os.environ.get("RIVERS_UNSERVED_TIMEOUT_S", "30"))  # a run no coordinator serves -> failed
 
@@ -41,5 +63,5 @@ POD_START_TIMEOUT_S = 300.0  # a step pod not running by then fails: "pod never 
 STEP_JOB_TTL_S = 3600  # ttlSecondsAfterFinished of a step's Job; failed ones are kept that long for inspection
 POD_LOG_LINES = 20  # the last lines of a failed pod's log attached to its failure
 LAUNCHER_MAX_PODS = 64  # step pods one launcher follows at once (--concurrency); runs cap theirs themselves
-LAUNCHER_TTL_MS = 3000  # a launcher silent this long is dead: its jobs are adopted, before their leases expire
+LAUNCHER_TTL_MS = launcher_ttl_ms(LEASE_MS)  # a launcher silent this long is dead: its jobs are adopted
 WATCH_TIMEOUT_S = 300  # a pod watch is renewed (from its resourceVersion) after this long

@@ -59,7 +59,8 @@ from rivers.results import StepResult
 from rivers.spec import SpecHeader
 
 EXECUTOR = "kubernetes"
-PASSED_ENV = (defaults.LOG_LEVEL_ENV, defaults.LOG_FORMAT_ENV, "RIVERS_MAX_PAYLOAD_BYTES")  # launcher -> pods
+# launcher -> pods; a pod renews its step's lease, as long as its launcher's
+PASSED_ENV = (defaults.LOG_LEVEL_ENV, defaults.LOG_FORMAT_ENV, "RIVERS_MAX_PAYLOAD_BYTES", defaults.LEASE_ENV)
 
 
 class LaunchHeader(SpecHeader):

@@ -1,0 +1,84 @@
+"""RIVERS_LEASE_MS: the lease of running steps, run owners and serving keys, read once when rivers is imported."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rivers import defaults
+from rivers.exceptions import ConfigurationError
+from rivers.kubernetes.launcher import Launcher
+from tests.conftest import ROOT
+
+HEARTBEAT_MS = int(defaults.HEARTBEAT_S * 1000)
+
+
+def imported(lease: str | None) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter importing rivers with RIVERS_LEASE_MS set to `lease` (None: unset); prints the lease
+    and the launcher TTL derived from it."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
+    if lease is not None:
+        environ[defaults.LEASE_ENV] = lease
+    return subprocess.run([sys.executable, "-c", "from rivers import defaults as d; "
+                           "print(d.LEASE_MS, d.LAUNCHER_TTL_MS)"],
+                          cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_default_lease_is_5_s_and_a_launcher_is_dead_after_3_s() -> None:
+    result = imported(None)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["5000", "3000"]
+
+
+@pytest.mark.parametrize(("lease", "launcher_ttl"), [("3000", "2000"), ("12000", "6500")])
+def test_a_valid_value_sets_the_lease_and_the_launcher_ttl_follows(lease: str, launcher_ttl: str) -> None:
+    result = imported(lease)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [lease, launcher_ttl]
+
+
+def test_the_shortest_lease_outlives_a_missed_heartbeat_by_the_fence_margin() -> None:
+    assert defaults.LEASE_MIN_MS == 2 * HEARTBEAT_MS + defaults.FENCE_MARGIN_MS == 3000
+    assert defaults.lease_ms(str(defaults.LEASE_MIN_MS)) == defaults.LEASE_MIN_MS
+
+
+@pytest.mark.parametrize("lease", [3000, 3001, 5000, 60_000])
+def test_a_launcher_ttl_lies_between_a_heartbeat_and_the_lease(lease: int) -> None:
+    """A live launcher beats before its TTL runs out; a dead one's jobs are adopted at the next beat of another
+    one after its TTL, by the time their leases expire."""
+    ttl = defaults.launcher_ttl_ms(lease)
+    assert HEARTBEAT_MS < ttl and ttl + HEARTBEAT_MS <= lease
+
+
+@pytest.mark.parametrize("text", ["abc", "", "4000.0", "5e3", "5 s"])
+def test_a_value_that_is_not_a_whole_number_is_refused(text: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        defaults.lease_ms(text)
+    assert str(info.value) == f"RIVERS_LEASE_MS={text!r}: expected a whole number of milliseconds"
+
+
+@pytest.mark.parametrize("text", ["2999", "2500", "0", "-5000"])
+def test_a_lease_too_short_for_the_heartbeat_and_the_fence_is_refused(text: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        defaults.lease_ms(text)
+    assert str(info.value) == (f"RIVERS_LEASE_MS={text!r}: expected at least 3000 ms, two heartbeats (1 s each) "
+                               "plus the fence margin (1000 ms)")
+
+
+@pytest.mark.parametrize(("text", "reason"), [("abc", "expected a whole number of milliseconds"),
+                                              ("1000", "expected at least 3000 ms")])
+def test_a_process_started_with_a_bad_value_stops_naming_it(text: str, reason: str) -> None:
+    result = imported(text)
+    assert result.returncode != 0 and not result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"rivers.exceptions.ConfigurationError: RIVERS_LEASE_MS={text!r}: {reason}"), result.stderr
+
+
+def test_the_pod_launcher_passes_its_lease_to_step_pods(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step pod renews its step's lease: with the launcher's length, as every process of a deployment does."""
+    assert defaults.LEASE_ENV not in Launcher("redis://127.0.0.1:1/0").pod_env
+    monkeypatch.setenv(defaults.LEASE_ENV, "8000")
+    assert Launcher("redis://127.0.0.1:1/0").pod_env[defaults.LEASE_ENV] == "8000"
