@@ -6,8 +6,9 @@
      ├─ parallel ───> StepQueue.put(request) ─┤   (process pool / Redis / pods)
      └─ kubernetes ─> StepQueue.put(request) ─┤
                                               ▼
-            inbox (thread-safe) <── request.report(StepResult) from any thread
-              │
+            request.report(StepResult) from any thread
+              │  the loop only waits? that thread drives: it settles and dispatches (no thread switch between a
+              │  result and its downstream leaving), then wakes the loop; else the result goes to the inbox
               ▼  RunState.settle(result): a retry (timer) | final results, steps now ready or skipped
          newly ready steps are dispatched at once: there is no level barrier; due timers are dispatched again.
          while it would only wait, the steps one upstream away get their call built and their queue prepares
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -56,6 +58,16 @@ class Running:
     attempt: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Drove:
+    """In the inbox: a reporting thread settled a result and dispatched what it made ready (or failed doing so)."""
+
+    error: BaseException | None = None
+
+
+Inbox = StepResult | Running | Drove | None  # None: stand down
+
+
 class Coordinator:
     """Owns one run: dispatches ready steps, settles their results, builds the RunResult."""
 
@@ -80,7 +92,9 @@ class Coordinator:
         self.listener = listener
         self.pods = pods or Executor.kubernetes()  # what kubernetes steps' pods get, before Compute and escalation
         self.state = RunState(plan, seed, executor_limits)
-        self.inbox: queue.SimpleQueue[StepResult | Running | None] = queue.SimpleQueue()  # None: stand down
+        self.inbox: queue.SimpleQueue[Inbox] = queue.SimpleQueue()
+        self._driving = threading.Lock()  # held by whoever drives the run: the loop, or a reporting thread
+        self._waiting = False  # the loop only waits: a reporting thread may drive
         self.in_flight = 0
         self._told: list[tuple[str, Step, StepResult | None]] = []  # events not yet given to the listener
         self._ahead: deque[Step] = deque()  # downstream of dispatched steps: prepared while the coordinator waits
@@ -96,6 +110,7 @@ class Coordinator:
         if self.listener is not None:
             for step in self.plan.steps.values():
                 self.listener("planned", step, None)
+        self._driving.acquire()
         try:
             self._dispatch_all(self.state.begin())
             while self._has_work():
@@ -113,6 +128,7 @@ class Coordinator:
                 elif due is not None:
                     time.sleep(max(0.0, due - time.monotonic()))
         finally:
+            self._driving.release()
             self.in_process.shutdown()
         self._tell()
         self._fire_graph_hooks()
@@ -153,9 +169,13 @@ class Coordinator:
                 return
             self._take(result)
 
-    def _take(self, result: StepResult | Running | None) -> None:
+    def _take(self, result: Inbox) -> None:
         if result is None:
             raise FencedOut(f"run {self.run_id} is owned by another coordinator now")
+        if isinstance(result, Drove):
+            if result.error is not None:
+                raise result.error
+            return
         if isinstance(result, Running):
             if self.state.status.get(result.step_key) == "running" and \
                     self.state.attempts.get(result.step_key) == result.attempt:  # not an attempt that ended
@@ -166,11 +186,36 @@ class Coordinator:
 
     def _wait_for_result(self, due: float | None) -> None:
         timeout = max(0.0, due - time.monotonic()) if due is not None else None
+        self._waiting = True
+        self._driving.release()
         try:
             result = self.inbox.get(timeout=timeout)
         except queue.Empty:
             return
+        finally:
+            self._driving.acquire()
+            self._waiting = False
         self._take(result)
+
+    def _report(self, result: StepResult) -> None:
+        """A step's result, from any thread. While the loop only waits, this thread settles it and dispatches what
+        it made ready at once (a thread switch less between a step's end and its downstream leaving), then wakes
+        the loop; otherwise the loop takes it from the inbox."""
+        if self._waiting and self._driving.acquire(blocking=False):
+            try:
+                if self._waiting:
+                    self._take(result)
+                    self._dispatch_all(self.state.due(time.monotonic()))
+                    for step_queue in self.queues.values():
+                        step_queue.flush()
+                    self.inbox.put(Drove())
+                    return
+            except BaseException as exc:  # noqa: BLE001 - raised in the loop's thread, as if it had settled this
+                self.inbox.put(Drove(exc))
+                return
+            finally:
+                self._driving.release()
+        self.inbox.put(result)
 
     # -- dispatch ---------------------------------------------------------------------------
     def _dispatch_all(self, steps: list[Step]) -> None:
@@ -187,7 +232,7 @@ class Coordinator:
         call = self._call(step, attempt)
         if step.executor == "kubernetes":
             call.pod = self._pod_request(step)
-        request = StepRequest(step, call, self.inbox.put, partial(self.inbox.put, Running(step.key, attempt)))
+        request = StepRequest(step, call, self._report, partial(self.inbox.put, Running(step.key, attempt)))
         self.log.debug("step.queued", step_key=step.key, executor=step.executor, attempt=attempt)
         self.in_flight += 1
         if step.executor != "in_process":  # an in-process sync step starts when it runs (run_next)
