@@ -141,9 +141,10 @@ class RedisHub:
         self._outbox: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._has_runs = threading.Event()  # the listener sleeps on it while no run waits for results
         self._send_lock = threading.Lock()
-        for target, name in ((self._listen_loop, "listener"),
-                             (self._watch_loop, "watcher")):
-            threading.Thread(target=target, name=f"rivers-redis-{name}", daemon=True).start()
+        self._delivering = False  # the listener is delivering a batch of reports
+        self._listener = threading.Thread(target=self._listen_loop, name="rivers-redis-listener", daemon=True)
+        self._listener.start()
+        threading.Thread(target=self._watch_loop, name="rivers-redis-watcher", daemon=True).start()
 
     # -- sending ----------------------------------------------------------------------------
     def submit(self, pending: _Pending, send: bool = True) -> None:
@@ -183,7 +184,10 @@ class RedisHub:
         return None
 
     def flush(self) -> None:
-        """Send every job waiting in the outbox, in batches of SEND_BATCH, from the calling thread."""
+        """Send every job waiting in the outbox, in batches of SEND_BATCH, from the calling thread (the listener
+        delivering a batch of reports sends what they made ready after the batch, in one go)."""
+        if self._delivering and threading.current_thread() is self._listener:
+            return
         with self._send_lock:
             while True:
                 batch: list[_Pending] = []
@@ -239,8 +243,13 @@ class RedisHub:
                     defaults.WORKER_BLOCK_S, len(watched), *watched, direction="LEFT", count=DRAIN_BATCH))
                 if popped is None or popped[0].decode() == wake:
                     continue
-                for message in popped[1]:
-                    self.deliver(message)
+                self._delivering = True  # a coordinator driven from here sends its jobs once, after the batch
+                try:
+                    for message in popped[1]:
+                        self.deliver(message)
+                finally:
+                    self._delivering = False
+                self.flush()
             except Exception as exc:  # noqa: BLE001 - Redis down past the retries: keep trying, slower
                 self.log.warning("redis.listener_error", error=repr(exc))
                 time.sleep(defaults.REDIS_BACKOFF_CAP_S)
