@@ -58,6 +58,30 @@ def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(defaults, "WATCH_INTERVAL_S", 0.2)
 
 
+SHORT_LEASE_MS = 3000  # the shortest lease rivers accepts (defaults.LEASE_MIN_MS)
+
+
+@pytest.fixture
+def short_lease(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Leases of SHORT_LEASE_MS instead of LEASE_MS (5 s), as RIVERS_LEASE_MS sets them, in this process (its
+    coordinator) and in every worker, coordinator, launcher and step pod the test starts: a test that waits for
+    a lease to lapse waits less. Returns the lease in ms."""
+    from rivers import defaults
+
+    monkeypatch.setenv(defaults.LEASE_ENV, str(SHORT_LEASE_MS))  # passed on by child_environment
+    monkeypatch.setattr(defaults, "LEASE_MS", defaults.lease_ms(str(SHORT_LEASE_MS)))
+    monkeypatch.setattr(defaults, "LAUNCHER_TTL_MS", defaults.launcher_ttl_ms(SHORT_LEASE_MS))
+    return SHORT_LEASE_MS
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment of a process a test starts: this one's without its RIVERS_* settings, except the lease
+    (short_lease: every process of a test has the same), logging JSON at INFO, then `extra`."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_") or k == "RIVERS_LEASE_MS"}
+    environ.update({"RIVERS_LOG_FORMAT": "json", "RIVERS_LOG_LEVEL": "INFO", **extra})
+    return environ
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the session (no persistence); tests that restart Redis start their own."""
@@ -107,12 +131,10 @@ class WorkerProcesses:
         started = []
         for _ in range(count):
             log = (self.log_dir / f"worker-{len(self.processes)}.log").open("wb")
-            environ = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
-            environ.update({"RIVERS_LOG_FORMAT": "json", "RIVERS_LOG_LEVEL": "INFO", **(env or {})})
             process = subprocess.Popen(
                 [sys.executable, "-m", "rivers.cli.worker", "--executor", "parallel", "--concurrency",
                  str(concurrency), "--redis-url", url, *(extra or [])],
-                cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT, env=child_environment(**(env or {})), stdout=log, stderr=subprocess.STDOUT,
             )
             self.processes.append(process)
             self.urls[process.pid] = url
@@ -229,7 +251,7 @@ WorkerFactory = Callable[..., list[subprocess.Popen[bytes]]]
 
 class CoordinatorProcesses:
     """Starts `rivers-coordinator` subprocesses serving `repo_ref`, each logging JSON to
-    `directory`/coordinator-<i>.log, with `env` added to an environment free of the caller's RIVERS_* settings."""
+    `directory`/coordinator-<i>.log, with `env` added to child_environment()."""
 
     def __init__(self, url: str, directory: Path, repo_ref: str, env: dict[str, str] | None = None) -> None:
         self.url, self.directory, self.repo_ref = url, directory, repo_ref
@@ -237,12 +259,10 @@ class CoordinatorProcesses:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> subprocess.Popen[bytes]:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
-        environ.update({"RIVERS_LOG_FORMAT": "json", "RIVERS_LOG_LEVEL": "INFO", **self.env})
         with self.log_path(len(self.processes)).open("wb") as log:
             process = subprocess.Popen([sys.executable, "-m", "rivers.cli.coordinator", "--repo", self.repo_ref,
-                                        "--redis-url", self.url], cwd=ROOT, env=environ, stdout=log,
-                                       stderr=subprocess.STDOUT)
+                                        "--redis-url", self.url], cwd=ROOT, env=child_environment(**self.env),
+                                       stdout=log, stderr=subprocess.STDOUT)
         self.processes.append(process)
         return process
 

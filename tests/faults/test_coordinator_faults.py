@@ -47,6 +47,7 @@ def test_a_submitted_run_is_served_and_recorded(
     assert handle.run_id in listed.stdout
 
 
+@pytest.mark.usefixtures("short_lease")
 def test_a_run_whose_coordinator_died_is_resumed_without_rerunning_finished_steps(
     redis_url: str, workers: WorkerProcesses, coordinators: CoordinatorProcesses, tmp_path: Path
 ) -> None:

@@ -3,7 +3,8 @@
 Two rivers-coordinator processes and two rivers-worker processes (concurrency 2) serve the 200-step
 exactly-once pipeline. Once `pause_after` steps are recorded as finished, the coordinator owning the run is
 SIGSTOPped (the whole process: every thread stops); the other one takes the run over when the owner lease
-(5 s) lapses and records more steps; then the paused one is SIGCONTed while the run is still going.
+(RIVERS_LEASE_MS: 3 s here) lapses and records more steps; then the paused one is SIGCONTed while the run is
+still going.
 
 The run must finish and succeed, every step function must have run exactly once and stored its value once
 and right, the resumed coordinator must log `run.stood_down` for the run, and it must go on serving: with the
@@ -70,6 +71,7 @@ def _tree(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+@pytest.mark.usefixtures("short_lease")
 @pytest.mark.parametrize("pause_after", [20, 100], ids=["early", "middle"])
 def test_paused_owner_stands_down_and_the_run_finishes_exactly_once(
     redis_url: str, workers: WorkerProcesses, coordinators: CoordinatorProcesses, pause_after: int

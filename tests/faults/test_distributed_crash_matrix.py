@@ -158,7 +158,7 @@ def test_a_step_whose_module_hangs_on_import_holds_only_its_own_slot(
     _serves_a_fresh_run(worker, handler)
 
 
-@pytest.mark.usefixtures("fast_watch")
+@pytest.mark.usefixtures("fast_watch", "short_lease")
 def test_a_worker_that_is_killed_takes_its_pool_processes_with_it(
     redis_url: str, workers: WorkerProcesses, tmp_path: Path
 ) -> None:

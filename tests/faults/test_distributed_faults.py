@@ -19,7 +19,7 @@ from tests.redis_server import RedisServer, wait_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.usefixtures("fast_watch")
+@pytest.mark.usefixtures("fast_watch", "short_lease")
 def test_a_worker_killed_mid_step_costs_one_retry_on_another_worker(
     redis_url: str, workers: WorkerProcesses, tmp_path: Path
 ) -> None:

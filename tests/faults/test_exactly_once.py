@@ -97,6 +97,7 @@ def test_control_a_served_run_without_faults_runs_every_step_exactly_once(
     assert not chain_problems(repo)
 
 
+@pytest.mark.usefixtures("short_lease")
 @pytest.mark.parametrize("kill_after", [10, 100, 190], ids=["early", "middle", "late"])
 def test_takeover_runs_every_step_exactly_once(
     redis_url: str, workers: WorkerProcesses, coordinators: CoordinatorProcesses, kill_after: int
@@ -138,7 +139,7 @@ def test_takeover_runs_every_step_exactly_once(
     assert handle.status == "succeeded"
 
 
-@pytest.mark.usefixtures("fast_watch")
+@pytest.mark.usefixtures("fast_watch", "short_lease")
 @pytest.mark.parametrize("resume", ["during_retry", "after_run"])
 def test_paused_worker_does_not_overwrite_the_accepted_attempt(
     redis_url: str, workers: WorkerProcesses, tmp_path: Path, resume: str
@@ -193,7 +194,7 @@ def test_paused_worker_does_not_overwrite_the_accepted_attempt(
     assert not problems, "\n  ".join([f"resumed {resume}:", *problems])
 
 
-@pytest.mark.usefixtures("fast_watch")
+@pytest.mark.usefixtures("fast_watch", "short_lease")
 def test_worker_killed_between_storing_and_reporting_costs_one_consistent_retry(
     redis_url: str, workers: WorkerProcesses, tmp_path: Path
 ) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 
 from rivers.queues import keys
-from tests.conftest import ROOT, wake_stopping
+from tests.conftest import ROOT, child_environment, wake_stopping
 from tests.kubernetes.fake_cluster import FakeCluster
 from tests.redis_server import wait_for
 
@@ -30,9 +30,7 @@ class Launchers:
 
     def start(self, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"launcher-{len(self.processes)}.log").open("wb")
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
-        environ.update({"RIVERS_LOG_FORMAT": "json", "RIVERS_LOG_LEVEL": "INFO",
-                        "RIVERS_WORKER_IMAGE": "rivers-worker:test", **(env or {})})
+        environ = child_environment(**{"RIVERS_WORKER_IMAGE": "rivers-worker:test", **(env or {})})
         process = subprocess.Popen(
             [sys.executable, "-m", "rivers.cli.worker", "--executor", "kubernetes", "--redis-url", self.url,
              "--kubeconfig", os.fspath(self.cluster.kubeconfig), *extra],

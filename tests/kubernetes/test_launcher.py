@@ -367,7 +367,7 @@ def test_a_step_whose_module_crashes_its_pod_fails_naming_the_signal(launchers: 
     assert result.step_results["import_segv"].error.reason == "infrastructure"
 
 
-@pytest.mark.usefixtures("fast_watch")
+@pytest.mark.usefixtures("fast_watch", "short_lease")
 def test_a_pod_paused_past_its_lease_cannot_write_after_its_retry(launchers: Launchers, fake_cluster: FakeCluster,
                                                                   tmp_path: Path) -> None:
     launchers.start()
