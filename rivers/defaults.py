@@ -19,10 +19,22 @@ def lease_ms(text: str) -> int:
     return value
 
 
+def redis_retries(text: str) -> int:
+    """RIVERS_REDIS_RETRIES as a number of reconnects; ConfigurationError for a value that is not one."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigurationError(f"{REDIS_RETRIES_ENV}={text!r}: expected a whole number of reconnects, 0 or more")
+    return value
+
+
 def launcher_ttl_ms(lease: int) -> int:
     """Midway between a heartbeat and the lease: a live launcher outlasts a late beat, and a dead one's jobs are
     adopted by another's next beat before their leases expire (3000 ms for the default lease)."""
     return (lease + int(HEARTBEAT_S * 1000)) // 2
+
 
 INFRA_RETRIES = 2  # retries of a step whose worker died or lost its lease, for steps without a retry policy
 LOG_FORMAT_ENV = "RIVERS_LOG_FORMAT"  # console | json
@@ -35,7 +47,8 @@ DEFAULT_LOG_LEVEL = "INFO"
 REDIS_CONNECT_TIMEOUT_S = 2.0  # connecting a socket to Redis
 REDIS_SOCKET_TIMEOUT_S = 10.0  # one command, longer than every blocking wait below
 REDIS_START_ATTEMPTS = 3  # PINGs before "Redis is unreachable" when a run or worker starts
-REDIS_RETRIES = 12  # reconnects of one command (exponential backoff, capped below): ~10 s of outage
+REDIS_RETRIES_ENV = "RIVERS_REDIS_RETRIES"
+REDIS_RETRIES = redis_retries(os.environ.get(REDIS_RETRIES_ENV, "12"))  # reconnects of one command: 12 ~ 10 s outage
 REDIS_BACKOFF_BASE_S = 0.05
 REDIS_BACKOFF_CAP_S = 1.0
 HEARTBEAT_S = 1.0  # worker: lease renewal and "I consume this queue" heartbeat

@@ -59,8 +59,9 @@ from rivers.results import StepResult
 from rivers.spec import SpecHeader
 
 EXECUTOR = "kubernetes"
-# launcher -> pods; a pod renews its step's lease, as long as its launcher's
-PASSED_ENV = (defaults.LOG_LEVEL_ENV, defaults.LOG_FORMAT_ENV, "RIVERS_MAX_PAYLOAD_BYTES", defaults.LEASE_ENV)
+# launcher -> pods: a pod renews its step's lease as long as its launcher's, and waits for Redis as long
+PASSED_ENV = (defaults.LOG_LEVEL_ENV, defaults.LOG_FORMAT_ENV, "RIVERS_MAX_PAYLOAD_BYTES", defaults.LEASE_ENV,
+              defaults.REDIS_RETRIES_ENV)
 
 
 class LaunchHeader(SpecHeader):

@@ -1,4 +1,5 @@
-"""RIVERS_LEASE_MS: the lease of running steps, run owners and serving keys, read once when rivers is imported."""
+"""RIVERS_LEASE_MS (the lease of running steps, run owners and serving keys) and RIVERS_REDIS_RETRIES (how many
+times a Redis command reconnects), read once when rivers is imported."""
 
 from __future__ import annotations
 
@@ -16,28 +17,36 @@ from tests.conftest import ROOT
 HEARTBEAT_MS = int(defaults.HEARTBEAT_S * 1000)
 
 
-def imported(lease: str | None) -> subprocess.CompletedProcess[str]:
-    """A fresh interpreter importing rivers with RIVERS_LEASE_MS set to `lease` (None: unset); prints the lease
-    and the launcher TTL derived from it."""
+SHOW = """
+from rivers import defaults
+from rivers.distributed.connection import connect
+
+client = connect("redis://127.0.0.1:1/0")  # never used: its retries are what a command of rivers gets
+print(defaults.LEASE_MS, defaults.LAUNCHER_TTL_MS, client.get_connection_kwargs()["retry"].get_retries())
+"""
+
+
+def imported(lease: str | None, **env: str) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter importing rivers with RIVERS_LEASE_MS set to `lease` (None: unset) and `env`; prints
+    the lease, the launcher TTL derived from it and the reconnects of a Redis command."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
     if lease is not None:
         environ[defaults.LEASE_ENV] = lease
-    return subprocess.run([sys.executable, "-c", "from rivers import defaults as d; "
-                           "print(d.LEASE_MS, d.LAUNCHER_TTL_MS)"],
-                          cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run([sys.executable, "-c", SHOW], cwd=ROOT, env={**environ, **env}, capture_output=True,
+                          text=True, timeout=60, check=False)
 
 
 def test_the_default_lease_is_5_s_and_a_launcher_is_dead_after_3_s() -> None:
     result = imported(None)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["5000", "3000"]
+    assert result.stdout.split() == ["5000", "3000", "12"]
 
 
 @pytest.mark.parametrize(("lease", "launcher_ttl"), [("3000", "2000"), ("12000", "6500")])
 def test_a_valid_value_sets_the_lease_and_the_launcher_ttl_follows(lease: str, launcher_ttl: str) -> None:
     result = imported(lease)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [lease, launcher_ttl]
+    assert result.stdout.split() == [lease, launcher_ttl, "12"]
 
 
 def test_the_shortest_lease_outlives_a_missed_heartbeat_by_the_fence_margin() -> None:
@@ -77,8 +86,27 @@ def test_a_process_started_with_a_bad_value_stops_naming_it(text: str, reason: s
         f"rivers.exceptions.ConfigurationError: RIVERS_LEASE_MS={text!r}: {reason}"), result.stderr
 
 
-def test_the_pod_launcher_passes_its_lease_to_step_pods(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A step pod renews its step's lease: with the launcher's length, as every process of a deployment does."""
-    assert defaults.LEASE_ENV not in Launcher("redis://127.0.0.1:1/0").pod_env
-    monkeypatch.setenv(defaults.LEASE_ENV, "8000")
-    assert Launcher("redis://127.0.0.1:1/0").pod_env[defaults.LEASE_ENV] == "8000"
+@pytest.mark.parametrize("retries", ["0", "3", "40"])
+def test_redis_retries_set_how_often_a_command_reconnects(retries: str) -> None:
+    result = imported(None, RIVERS_REDIS_RETRIES=retries)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["5000", "3000", retries]
+
+
+@pytest.mark.parametrize("text", ["-1", "", "ten", "2.0"])
+def test_a_bad_number_of_redis_retries_is_refused(text: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        defaults.redis_retries(text)
+    assert str(info.value) == f"RIVERS_REDIS_RETRIES={text!r}: expected a whole number of reconnects, 0 or more"
+    result = imported(None, RIVERS_REDIS_RETRIES=text)
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == (
+        f"rivers.exceptions.ConfigurationError: {info.value}"), result.stderr
+
+
+@pytest.mark.parametrize("name", [defaults.LEASE_ENV, defaults.REDIS_RETRIES_ENV])
+def test_the_pod_launcher_passes_its_lease_and_retries_to_step_pods(monkeypatch: pytest.MonkeyPatch,
+                                                                    name: str) -> None:
+    """A step pod renews its step's lease and waits for Redis as its launcher does."""
+    assert name not in Launcher("redis://127.0.0.1:1/0").pod_env
+    monkeypatch.setenv(name, "8000")
+    assert Launcher("redis://127.0.0.1:1/0").pod_env[name] == "8000"
