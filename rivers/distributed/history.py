@@ -171,7 +171,8 @@ def failure_reason(record: dict[bytes, bytes]) -> str | None:
 LOST_LUA = f"""
 if redis.call('HGET', KEYS[1], 'status') == 'running' and redis.call('HGET', KEYS[1], '{keys.RUN_KIND}') == '{EMBEDDED}'
     and redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'ended_at', ARGV[2], 'updated_at', ARGV[2])
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'ended_at', ARGV[2], 'updated_at', ARGV[2],
+             '{keys.RUN_LOST_AT}', ARGV[2])
   return 1
 end
 return 0
@@ -363,9 +364,17 @@ class EmbeddedRecord:
 
         def end() -> None:
             pipe = self.client.pipeline(transaction=True)
+            pipe.hget(keys.run_key(self.run_id), keys.RUN_LOST_AT)
+            if "error" not in record:  # the verdict of a run taken for lost meanwhile no longer holds
+                pipe.hdel(keys.run_key(self.run_id), "error")
             end_run(pipe, self.run_id, {**record, "counts": json.dumps(self.tally.counts())})
             pipe.delete(keys.run_alive_key(self.run_id))
-            pipe.execute()
+            lost_at = pipe.execute()[0]
+            if lost_at is not None:  # this process was paused (or cut off) past its alive key, then came back
+                get_logger().warning(
+                    "run.declared_lost_meanwhile", run_id=self.run_id, status=record["status"],
+                    reason="this process stopped renewing the run's alive key for a while and the run was listed "
+                           "as failed; the run did finish here, and its record now says how")
 
         self._broken = False  # one last try: a run left "running" forever would mislead
         self._safely(end)

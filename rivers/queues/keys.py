@@ -110,6 +110,7 @@ SUBMITTED = "rivers:submitted"  # list of run ids a coordinator should pick up (
 RUNS = "rivers:runs"  # sorted set: run id by submission time
 RUN_REPOSITORY = "repository"  # field of a run's hash: the MODULE:ATTR it is for (none: any coordinator serves it)
 RUN_KIND = "kind"  # field of a run's hash: "embedded" for a run recorded by repo.materialize (no coordinator's)
+RUN_LOST_AT = "lost_at"  # field of an embedded run's hash: when it was failed for its lapsed alive key (epoch s)
 
 
 def submitted_key(repository: str) -> str:

@@ -107,3 +107,25 @@ def test_an_embedded_run_that_ends_takes_its_alive_key_with_it(child: Any, redis
     assert not client.exists(keys.run_alive_key(run_id))
     assert only_run(client)["status"] == "succeeded"  # no alive key, but it ended: never mistaken for lost
     assert json.loads(client.hget(keys.run_key(run_id), "counts"))["succeeded"] == 2
+
+
+def test_an_embedded_run_paused_past_its_alive_key_records_how_it_really_ended(child: Any, redis_url: str) -> None:
+    """Paused (SIGSTOP) past its alive key, the run is listed as failed meanwhile; its process comes back and
+    finishes the run: the record then says how it ended (and that it was taken for lost), and the process warns."""
+    process, gate = child
+    client = redis.Redis.from_url(redis_url)
+    run_id = only_run(client)["run_id"]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: only_run(client)["status"] == "failed", 10, message="the paused run to be taken for lost")
+    finally:
+        process.send_signal(signal.SIGCONT)
+    gate.unlink()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and out.decode().strip() == "True", err.decode()
+    run = only_run(client)
+    assert (run["status"], run["error"]) == ("succeeded", None)
+    assert client.hget(keys.run_key(run_id), keys.RUN_LOST_AT) is not None
+    assert not client.hexists(keys.run_key(run_id), "error")
+    assert json.loads(client.hget(keys.run_key(run_id), "counts"))["succeeded"] == 2
+    assert "run.declared_lost_meanwhile" in err.decode()
