@@ -11,12 +11,12 @@ import pytest
 import rivers as rs
 from rivers.coordinator.coordinator import Coordinator
 from rivers.exceptions import SpecError
-from rivers.io.base import BaseIOHandler, InputContext, OutputContext
-from rivers.plan import Plan, build_plan
+from rivers.plan import Plan
 from rivers.queues.base import StepRequest
 from rivers.results import OutputResult, StepResult
 from rivers.runtime import StepCall
 from rivers.spec import SpecCache, spec_from_call
+from tests.unit.plans import parallel_plan
 
 
 @rs.Asset
@@ -37,20 +37,6 @@ def third(second: int) -> int:
 @rs.Asset
 def other(first: int) -> int:
     return first
-
-
-class NullIOHandler(BaseIOHandler):
-    def handle_output(self, context: OutputContext, obj: Any) -> None:
-        return None
-
-    def load_input(self, context: InputContext) -> Any:
-        return None
-
-
-def plan_of(assets: list[Any]) -> Plan:
-    repo = rs.CodeRepository(assets, default_executor=rs.Executor.parallel(), default_io_handler=NullIOHandler())
-    graph = repo._resolve()
-    return build_plan(graph, set(graph.producer), rs.Executor.parallel(), True)
 
 
 class RemoteQueue:
@@ -93,7 +79,7 @@ class RemoteQueue:
 
 
 def test_each_downstream_is_prepared_before_it_is_put_and_sent_as_built_then() -> None:
-    plan = plan_of([first, second, third, other])
+    plan = parallel_plan([first, second, third, other])
     queue = RemoteQueue(plan)
     result = Coordinator("run-1", plan, {"parallel": queue}, {}, {}).execute()
     assert result.success
@@ -107,7 +93,7 @@ def test_each_downstream_is_prepared_before_it_is_put_and_sent_as_built_then() -
 
 
 def call_of(key: str, attempt: int = 1) -> StepCall:
-    plan = plan_of([first, second])
+    plan = parallel_plan([first, second])
     return Coordinator("run-1", plan, {}, {}, {})._call(plan.steps[key], attempt)
 
 
