@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from rivers import defaults
 from rivers.coordinator.coordinator import Coordinator, RunListener
 from rivers.definitions.executors import Executor, Kubernetes
 from rivers.definitions.policies import RetryPolicy
@@ -100,6 +101,7 @@ def execute_run(
     `seed` (a resumed run's stored final results), `listener` (step events) and `on_coordinator` (sees the
     coordinator and its queues before the first step is dispatched) are what rivers-coordinator adds.
     """
+    defaults.check_environment()
     launch = parse_launch(request.config)
     problems = check_launch(graph, repository.resources, request.config, strict=False)
     if problems:  # before the first step, as rivers 0.6 does for a config naming an unknown asset

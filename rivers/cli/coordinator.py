@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_log_level(args)
+    if defaults.ENVIRONMENT_ERRORS:
+        return fail(defaults.ENVIRONMENT_ERRORS[0])
     from rivers.distributed.connection import redis_url
 
     url = redis_url(args.redis_url)

@@ -102,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     apply_log_level(args)
+    if defaults.ENVIRONMENT_ERRORS:
+        return fail(defaults.ENVIRONMENT_ERRORS[0])
     if getattr(args, "include_upstream", False) and args.job:
         return fail("--include-upstream applies to --select, not to --job")
     if args.command == "logs":

@@ -87,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_args(parser, args)
     apply_log_level(args)
+    if defaults.ENVIRONMENT_ERRORS:
+        return fail(defaults.ENVIRONMENT_ERRORS[0])
     from rivers.distributed.connection import redis_url
 
     url = redis_url(args.redis_url)

@@ -96,9 +96,11 @@ def connect(url: str, *, retries: int | None = None) -> Redis:
 
 
 def check_reachable(url: str) -> None:
-    """PING Redis a few times, quickly; raise ExecutionError in one sentence if it does not answer."""
+    """PING Redis a few times, quickly; raise ExecutionError in one sentence if it does not answer (and
+    ConfigurationError first if a RIVERS_* setting cannot be used)."""
     import redis
 
+    defaults.check_environment()
     client = connect(url, retries=defaults.REDIS_START_ATTEMPTS - 1)
     try:
         client.ping()

@@ -77,13 +77,28 @@ def test_a_lease_too_short_for_the_heartbeat_and_the_fence_is_refused(text: str)
                                "plus the fence margin (1000 ms)")
 
 
+def worker_with(**env: str) -> subprocess.CompletedProcess[str]:
+    """`rivers-worker` started with `env` (it stops before it would reach Redis when a setting is bad)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}
+    return subprocess.run([sys.executable, "-m", "rivers.cli.worker", "--redis-url", "redis://127.0.0.1:1/0"],
+                          cwd=ROOT, env={**environ, **env}, capture_output=True, text=True, timeout=60, check=False)
+
+
 @pytest.mark.parametrize(("text", "reason"), [("abc", "expected a whole number of milliseconds"),
-                                              ("1000", "expected at least 3000 ms")])
-def test_a_process_started_with_a_bad_value_stops_naming_it(text: str, reason: str) -> None:
-    result = imported(text)
-    assert result.returncode != 0 and not result.stdout
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        f"rivers.exceptions.ConfigurationError: RIVERS_LEASE_MS={text!r}: {reason}"), result.stderr
+                                              ("1000", "expected at least 3000 ms, two heartbeats (1 s each) "
+                                                       "plus the fence margin (1000 ms)")])
+def test_a_process_started_with_a_bad_value_stops_naming_it_in_one_line(text: str, reason: str) -> None:
+    """A command stops at once with one line and exit 2; importing rivers never fails over a setting (the default
+    stands in until a run or a Redis connection is made, which raise ConfigurationError with that sentence)."""
+    result = worker_with(RIVERS_LEASE_MS=text)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.strip() == f"rivers-worker: error: RIVERS_LEASE_MS={text!r}: {reason}"
+    assert imported(text).stdout.split() == ["5000", "3000", "12"]
+    checked = subprocess.run([sys.executable, "-c", "from rivers import defaults; defaults.check_environment()"],
+                             cwd=ROOT, env={**os.environ, defaults.LEASE_ENV: text}, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert checked.stderr.strip().splitlines()[-1] == (
+        f"rivers.exceptions.ConfigurationError: RIVERS_LEASE_MS={text!r}: {reason}")
 
 
 @pytest.mark.parametrize("retries", ["0", "3", "40"])
@@ -98,9 +113,8 @@ def test_a_bad_number_of_redis_retries_is_refused(text: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         defaults.redis_retries(text)
     assert str(info.value) == f"RIVERS_REDIS_RETRIES={text!r}: expected a whole number of reconnects, 0 or more"
-    result = imported(None, RIVERS_REDIS_RETRIES=text)
-    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == (
-        f"rivers.exceptions.ConfigurationError: {info.value}"), result.stderr
+    result = worker_with(RIVERS_REDIS_RETRIES=text)
+    assert (result.returncode, result.stderr.strip()) == (2, f"rivers-worker: error: {info.value}")
 
 
 @pytest.mark.parametrize("name", [defaults.LEASE_ENV, defaults.REDIS_RETRIES_ENV])
@@ -110,3 +124,21 @@ def test_the_pod_launcher_passes_its_lease_and_retries_to_step_pods(monkeypatch:
     assert name not in Launcher("redis://127.0.0.1:1/0").pod_env
     monkeypatch.setenv(name, "8000")
     assert Launcher("redis://127.0.0.1:1/0").pod_env[name] == "8000"
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("RIVERS_PICKUP_TIMEOUT_S", "soon", "expected a number of seconds, more than 0"),
+    ("RIVERS_RUN_RETENTION_S", "0", "expected a number of seconds, more than 0"),
+    ("RIVERS_UNSERVED_TIMEOUT_S", "-3", "expected a number of seconds, more than 0"),
+    ("RIVERS_MAX_PAYLOAD_BYTES", "16MB", "expected a whole number of bytes, more than 0"),
+])
+def test_every_numeric_setting_is_refused_in_one_line_by_every_command(name: str, text: str, expected: str) -> None:
+    environ = {**{k: v for k, v in os.environ.items() if not k.startswith("RIVERS_")}, name: text}
+    sentence = f"{name}={text!r}: {expected}"
+    assert (worker_with(**{name: text}).stderr.strip()) == f"rivers-worker: error: {sentence}"
+    for command, prog in ((["rivers.cli.main", "materialize", "examples/landing.py"], "rivers"),
+                          (["rivers.cli.coordinator", "--repo", "examples.landing", "--redis-url",
+                            "redis://127.0.0.1:1/0"], "rivers-coordinator")):
+        result = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, env=environ, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert (result.returncode, result.stderr.strip()) == (2, f"{prog}: error: {sentence}")
