@@ -28,7 +28,7 @@ import traceback
 import typing
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import cloudpickle
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -245,39 +245,43 @@ def spec_from_call(call: StepCall, executor: str) -> StepSpec:
     )
 
 
-class SpecCache:
-    """Spec JSON built ahead, while the coordinator waits, for the attempt it is about to dispatch: a step's
-    downstream starts without waiting for its spec to be built. `check` (a queue's own refusal) runs on each."""
+T = TypeVar("T")
 
-    MAX_ENTRIES = 10_000  # specs of steps that never ran (skipped) are dropped oldest first past this
 
-    def __init__(self, executor: str, check: Callable[[StepSpec], None] | None = None) -> None:
-        self.executor = executor
-        self.check = check
-        self._built: dict[tuple[str, str, int], str] = {}
+class Prepared(Generic[T]):
+    """What a queue sends for an attempt (its spec JSON, a Redis job's data), built ahead while the coordinator
+    waits: a step's downstream leaves without waiting for it. `build` raises SpecError for a step it cannot send."""
+
+    MAX_ENTRIES = 10_000  # what was built for steps that never ran (skipped) is dropped oldest first past this
+
+    def __init__(self, build: Callable[[StepCall], T]) -> None:
+        self.build = build
+        self._built: dict[tuple[str, str, int], T] = {}
 
     def prepare(self, call: StepCall) -> None:
         key = (call.run_id, call.step_key, call.attempt)
         if key in self._built:
             return
         try:
-            spec_json = self.spec_json(call)
+            built = self.build(call)
         except SpecError:
             return  # put() builds it again and reports the error
         if len(self._built) >= self.MAX_ENTRIES:
             self._built.pop(next(iter(self._built)))
-        self._built[key] = spec_json
+        self._built[key] = built
 
-    def take(self, call: StepCall) -> str:
-        """The spec JSON of `call`: built ahead, or now (SpecError naming the step when it cannot be)."""
-        built = self._built.pop((call.run_id, call.step_key, call.attempt), None)
-        return built if built is not None else self.spec_json(call)
+    def take(self, call: StepCall) -> T:
+        """What was built ahead for `call`, else built now (SpecError naming the step when it cannot be)."""
+        key = (call.run_id, call.step_key, call.attempt)
+        return self._built.pop(key) if key in self._built else self.build(call)
 
-    def spec_json(self, call: StepCall) -> str:
-        spec = spec_from_call(call, self.executor)
-        if self.check is not None:
-            self.check(spec)
-        return spec.model_dump_json()
+
+def spec_json_of(call: StepCall, executor: str, check: Callable[[StepSpec], None] | None = None) -> str:
+    """The spec JSON of `call` on `executor`; `check` (a queue's own refusal) may raise SpecError first."""
+    spec = spec_from_call(call, executor)
+    if check is not None:
+        check(spec)
+    return spec.model_dump_json()
 
 
 def _value_fields(value: Any, step: str) -> dict[str, Any]:

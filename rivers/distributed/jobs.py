@@ -41,19 +41,38 @@ def _mac(key: bytes, *parts: bytes) -> str:
     return hmac.new(key, b"".join(parts), hashlib.sha256).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class JobData:
+    """A new job's id, `data` and signature: what can be built before it is sent (its times cannot)."""
+
+    job_id: str
+    data: bytes
+    signature: str | None
+
+
+def job_data(job_id: str, spec_json: str, reply_to: str, key: bytes | None) -> JobData:
+    raw = json.dumps([keys.STEP_JOB_FUNCTION, None, [spec_json, reply_to], {}]).encode()
+    data = raw if len(raw) <= COMPRESS_ABOVE else zlib.compress(raw)
+    return JobData(job_id, data, _mac(key, job_id.encode(), b"\n", data) if key is not None else None)
+
+
+def fields_of(job: JobData, queue: str, description: str) -> dict[str, str | bytes]:
+    """The fields of a new job's hash, enqueued now."""
+    now = rq_time()
+    fields: dict[str, str | bytes] = {
+        keys.JOB_DATA: job.data, keys.JOB_STATUS: keys.QUEUED, keys.JOB_ORIGIN: queue,
+        keys.JOB_DESCRIPTION: description, keys.JOB_CREATED_AT: now, keys.JOB_ENQUEUED_AT: now,
+        keys.JOB_TIMEOUT: "-1", keys.JOB_RESULT_TTL: "0",
+    }
+    if job.signature is not None:
+        fields[keys.JOB_SIGNATURE] = job.signature
+    return fields
+
+
 def job_fields(job_id: str, spec_json: str, reply_to: str, queue: str, description: str,
                key: bytes | None) -> dict[str, str | bytes]:
     """The fields of a new job's hash."""
-    raw = json.dumps([keys.STEP_JOB_FUNCTION, None, [spec_json, reply_to], {}]).encode()
-    data = raw if len(raw) <= COMPRESS_ABOVE else zlib.compress(raw)
-    now = rq_time()
-    fields: dict[str, str | bytes] = {
-        keys.JOB_DATA: data, keys.JOB_STATUS: keys.QUEUED, keys.JOB_ORIGIN: queue, keys.JOB_DESCRIPTION: description,
-        keys.JOB_CREATED_AT: now, keys.JOB_ENQUEUED_AT: now, keys.JOB_TIMEOUT: "-1", keys.JOB_RESULT_TTL: "0",
-    }
-    if key is not None:
-        fields[keys.JOB_SIGNATURE] = _mac(key, job_id.encode(), b"\n", data)
-    return fields
+    return fields_of(job_data(job_id, spec_json, reply_to, key), queue, description)
 
 
 def decode_job(job_id: str, data: bytes, signature: bytes | None, key: bytes | None) -> StepJob:

@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import pickle
 import threading
+from functools import partial
 
 from rivers.definitions.executors import Parallel
 from rivers.exceptions import ExecutionError, SpecError
@@ -27,7 +28,7 @@ from rivers.executors.pool import PoolResult, ProcessPool
 from rivers.queues.base import StepRequest
 from rivers.results import RemoteTraceback, StepResult
 from rivers.runtime import StepCall, run_step_async
-from rivers.spec import SpecCache
+from rivers.spec import Prepared, spec_json_of
 
 
 def _failed(call: StepCall, exc: BaseException) -> StepResult:
@@ -120,7 +121,7 @@ class ParallelQueue:
         self._lock = threading.Lock()
         self._requests: dict[str, StepRequest] = {}  # ticket -> request in the pool
         self._tickets = itertools.count()
-        self._specs = SpecCache("parallel")
+        self._specs = Prepared(partial(spec_json_of, executor="parallel"))
 
     def prepare(self, call: StepCall) -> None:
         if not call.definition.is_async or call.members:

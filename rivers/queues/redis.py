@@ -1,7 +1,7 @@
 """The Redis step queue: steps leave the coordinator's process as RQ-format jobs; reports come back on a list.
 
     put(request) ─ live? ─────────────> the embedded parallel queue (process-local values never leave)
-        └─ spec JSON (built by prepare() while the coordinator waited, else now) ─> outbox
+        └─ the job: spec JSON, data, signature (built by prepare() while the coordinator waited, else now) ─> outbox
              ─> flush(), by the coordinator before it waits: one script call per batch
                              (job hashes, signed with RIVERS_SECRET; RPUSH rq:queue:rivers:<executor>; wake)
                                                                   │
@@ -34,7 +34,7 @@ from typing import Any, cast
 
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
-from rivers.distributed.jobs import decode_report, job_fields
+from rivers.distributed.jobs import JobData, decode_report, fields_of, job_data
 from rivers.exceptions import ExecutionError, FencedOut, SpecError, WorkerLost
 from rivers.logs import get_logger
 from rivers.queues import keys, rq_view
@@ -42,7 +42,7 @@ from rivers.queues.base import StepQueue, StepRequest
 from rivers.queues.rq_view import rq_time
 from rivers.results import StepResult
 from rivers.runtime import StepCall
-from rivers.spec import Pickled, SpecCache, StepSpec
+from rivers.spec import Pickled, Prepared, StepSpec, spec_json_of
 
 # Writes of a coordinator for a run it may no longer own start with this check. KEYS[1]: the run's hash,
 # ARGV[1]: the token it drives the run with ('' for a run no coordinator daemon owns: not fenced).
@@ -107,7 +107,7 @@ class _Pending:
     request: StepRequest
     executor: str
     job_id: str
-    spec_json: str
+    job: JobData | None  # None for a job adopted from a previous owner of the run (already in Redis)
     queued_at: float = 0.0  # monotonic time it was enqueued; 0 while still in the outbox
     misses: int = 0  # watcher ticks in a row that found it claimed without a lease, or its job gone
     reported: int = 0  # watcher ticks that found its report in the reports hash while it was still pending
@@ -206,14 +206,13 @@ class RedisHub:
                         self.fail(pending.job_id, WorkerLost(f"could not enqueue step on Redis: {exc}"), True)
 
     def _send(self, batch: list[_Pending]) -> None:
-        key = signing.deployment_key()
         with self._lock:
             wake, self._wake_listener = self._wake_listener, False
         args: list[Any] = [keys.wake_key(self.name) if wake else ""]
         for pending in batch:
             run_id, step_key = pending.request.call.run_id, pending.request.step.key
-            fields = job_fields(pending.job_id, pending.spec_json, keys.results_key(run_id),
-                                keys.queue_name(pending.executor), f"{run_id} {step_key}", key)
+            assert pending.job is not None
+            fields = fields_of(pending.job, keys.queue_name(pending.executor), f"{run_id} {step_key}")
             args += [keys.run_key(run_id), self._tokens.get(run_id, ""), pending.job_id,
                      keys.queue_key(pending.executor), keys.run_jobs_key(run_id), step_key, 2 * len(fields),
                      *(item for pair in fields.items() for item in pair)]
@@ -494,10 +493,15 @@ class RedisStepQueue:
         self.executor = executor
         self.local = local  # runs the steps that must stay in this process
         self._run_ids: set[str] = set()  # the runs put here (one, in practice: a queue is made per run)
-        self._specs = SpecCache(executor, refuse_unsigned_closures)
+        self._jobs = Prepared(self._job_of)
+
+    def _job_of(self, call: StepCall) -> JobData:
+        """A new job for `call`: its id, its data (spec JSON, results list) and its signature under RIVERS_SECRET."""
+        spec_json = spec_json_of(call, self.executor, refuse_unsigned_closures)
+        return job_data(uuid.uuid4().hex, spec_json, keys.results_key(call.run_id), signing.deployment_key())
 
     def prepare(self, call: StepCall) -> None:
-        self._specs.prepare(call)
+        self._jobs.prepare(call)
 
     def put(self, request: StepRequest) -> None:
         if request.live and self.local is not None:
@@ -506,7 +510,7 @@ class RedisStepQueue:
         call = request.call
         self._run_ids.add(call.run_id)
         try:
-            spec_json = self._specs.take(call)
+            job = self._jobs.take(call)
         except SpecError as exc:
             request.report(StepResult.failed(call.run_id, call.step_key, call.attempt,
                                              [slot.name for slot in call.outputs], exc))
@@ -514,12 +518,12 @@ class RedisStepQueue:
         adopted = self.hub.adopt(request)
         if adopted is not None:
             job_id, reported = adopted
-            pending = _Pending(request, self.executor, job_id, "")
+            pending = _Pending(request, self.executor, job_id, None)
             self.hub.submit(pending, send=False)
             if reported:  # its previous owner died between the report and recording it: the report stands
                 self.hub.deliver_stored(pending)
             return
-        self.hub.submit(_Pending(request, self.executor, uuid.uuid4().hex, spec_json))
+        self.hub.submit(_Pending(request, self.executor, job.job_id, job))
 
     def flush(self) -> None:
         self.hub.flush()

@@ -1,4 +1,4 @@
-"""While its steps run elsewhere, the coordinator builds the next steps' specs (SpecCache): a step's downstream
+"""While its steps run elsewhere, the coordinator builds the next steps' specs (Prepared): a step's downstream
 leaves without waiting for its spec to be built, and what leaves is exactly what would have been built then."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rivers.plan import Plan
 from rivers.queues.base import StepRequest
 from rivers.results import OutputResult, StepResult
 from rivers.runtime import StepCall
-from rivers.spec import SpecCache, spec_from_call
+from rivers.spec import Prepared, spec_from_call, spec_json_of
 from tests.unit.plans import parallel_plan
 
 
@@ -41,13 +41,13 @@ def other(first: int) -> int:
 
 class RemoteQueue:
     """Steps run "elsewhere": each is reported by a thread once its downstream was prepared (or at once when it
-    has none), so the coordinator has waited in between; the queue's SpecCache is the real one."""
+    has none), so the coordinator has waited in between; what it prepares with is the real Prepared."""
 
     executor = "parallel"
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.specs = SpecCache("parallel")
+        self.specs = Prepared(lambda call: spec_json_of(call, "parallel"))
         self.events: list[tuple[str, str]] = []
         self.sent: dict[str, str] = {}
         self._prepared: dict[str, threading.Event] = {key: threading.Event() for key in plan.steps}
@@ -99,7 +99,7 @@ def call_of(key: str, attempt: int = 1) -> StepCall:
 
 def test_a_spec_built_ahead_is_taken_once_and_only_for_its_attempt() -> None:
     built: list[str] = []
-    cache = SpecCache("parallel", check=lambda spec: built.append(spec.step_key))
+    cache = Prepared(lambda call: spec_json_of(call, "parallel", lambda spec: built.append(spec.step_key)))
     cache.prepare(call_of("second"))
     cache.prepare(call_of("second"))  # once per attempt
     assert built == ["second"]
@@ -114,18 +114,45 @@ def test_a_spec_that_cannot_be_built_fails_when_put_not_when_prepared() -> None:
     def refuse(spec: Any) -> None:
         raise SpecError(f"step '{spec.step_key}' refused")
 
-    cache = SpecCache("parallel", check=refuse)
+    cache = Prepared(lambda call: spec_json_of(call, "parallel", refuse))
     cache.prepare(call_of("second"))  # no error here: the coordinator is only using idle time
     with pytest.raises(SpecError, match="step 'second' refused"):
         cache.take(call_of("second"))
 
 
 def test_specs_of_steps_that_never_ran_are_dropped_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(SpecCache, "MAX_ENTRIES", 2)
+    monkeypatch.setattr(Prepared, "MAX_ENTRIES", 2)
     built: list[int] = []
-    cache = SpecCache("parallel", check=lambda spec: built.append(spec.attempt))
+    cache = Prepared(lambda call: spec_json_of(call, "parallel", lambda spec: built.append(spec.attempt)))
     for attempt in (1, 2, 3):
         cache.prepare(call_of("second", attempt))
     cache.take(call_of("second", 1))  # dropped: built again
     cache.take(call_of("second", 3))  # kept
     assert built == [1, 2, 3, 1]
+
+
+def test_a_redis_queue_sends_the_job_it_built_ahead_signed(server: Any, client: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built ahead: the job's id, its data and its signature under RIVERS_SECRET; sent: those very bytes, with the
+    times of its enqueue."""
+    from rivers.distributed.jobs import decode_job
+    from rivers.queues import keys
+    from rivers.queues.redis import redis_queue
+
+    monkeypatch.setenv("RIVERS_SECRET", "s3cret")
+    queue = redis_queue(server.url, "parallel")
+    plan = parallel_plan([first, second])
+    coordinator = Coordinator("run-9", plan, {}, {}, {})
+    call = coordinator._call(plan.steps["second"], 1)
+    queue.prepare(call)
+    (built,) = queue._jobs._built.values()
+    queue.put(StepRequest(plan.steps["second"], call, lambda result: None))
+    queue.flush()
+    stored = client.hgetall(keys.job_key(built.job_id))
+    assert stored[keys.JOB_DATA.encode()] == built.data
+    assert stored[keys.JOB_SIGNATURE.encode()].decode() == built.signature
+    job = decode_job(built.job_id, stored[keys.JOB_DATA.encode()], stored[keys.JOB_SIGNATURE.encode()], b"s3cret")
+    assert job.spec_json == spec_from_call(call, "parallel").model_dump_json()
+    assert client.lrange(keys.queue_key("parallel"), 0, -1) == [built.job_id.encode()]
+    assert not queue._jobs._built  # taken once
+    queue.cancel_run("run-9")
