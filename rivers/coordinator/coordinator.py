@@ -95,6 +95,7 @@ class Coordinator:
         self.inbox: queue.SimpleQueue[Inbox] = queue.SimpleQueue()
         self._driving = threading.Lock()  # held by whoever drives the run: the loop, or a reporting thread
         self._waiting = False  # the loop only waits: a reporting thread may drive
+        self._nudged = False  # a Drove is in the inbox: the loop will look at everything driven meanwhile
         self.in_flight = 0
         self._told: list[tuple[str, Step, StepResult | None]] = []  # events not yet given to the listener
         self._ahead: deque[Step] = deque()  # downstream of dispatched steps: prepared while the coordinator waits
@@ -173,6 +174,7 @@ class Coordinator:
         if result is None:
             raise FencedOut(f"run {self.run_id} is owned by another coordinator now")
         if isinstance(result, Drove):
+            self._nudged = False
             if result.error is not None:
                 raise result.error
             return
@@ -200,14 +202,16 @@ class Coordinator:
     def _report(self, result: StepResult) -> None:
         """A step's result, from any thread. While the loop only waits, this thread settles it and dispatches what
         it made ready at once (a thread switch less between a step's end and its downstream leaving), then wakes
-        the loop; otherwise the loop takes it from the inbox."""
-        if self._waiting and self._driving.acquire(blocking=False):
+        the loop; otherwise (the loop is busy, or already woken for such a result) the loop takes it from the
+        inbox: a burst of results is settled in one go, as before."""
+        if self._waiting and not self._nudged and self._driving.acquire(blocking=False):
             try:
-                if self._waiting:
+                if self._waiting and not self._nudged:
                     self._take(result)
                     self._dispatch_all(self.state.due(time.monotonic()))
                     for step_queue in self.queues.values():
                         step_queue.flush()
+                    self._nudged = True  # the loop wakes up; results that come meanwhile wait for it in the inbox
                     self.inbox.put(Drove())
                     return
             except BaseException as exc:  # noqa: BLE001 - raised in the loop's thread, as if it had settled this

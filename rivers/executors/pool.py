@@ -3,8 +3,8 @@
     submit(ticket, spec_json, reply, route) ──> a free process's pipe gets (ticket, spec_json, route)
                                            │ (none free: a FIFO)
                                            │ pool process (pool_process.serve): run_spec -> result
-                                           │ (with an AttemptOwner and a route, when no other ticket waits:
-                                           │ reported from there, marked so; else its owner reports it)
+                                           │ (with an AttemptOwner and a route, when it is the pool's only
+                                           │ ticket: reported from there, marked so; else its owner reports it)
     reader thread: wait() on every process's pipe and sentinel
         a result ──> reply(ticket, PoolResult); the process takes the next waiting ticket
         a death  ──> reply(ticket, WorkerLost naming the exit code or signal) for the ticket that process
@@ -183,9 +183,10 @@ class ProcessPool:
             if slot.task is None:
                 task = state.waiting.popleft()
                 slot.task = task
-                # the process reports it itself when nothing else waits (one hop less for a downstream step);
-                # with steps waiting, its owner reports them in batches (a process never waits on Redis then)
-                route = task.route if not state.waiting else None
+                # the process reports it itself when it is the pool's only step (one hop less for a downstream
+                # step); with others running or waiting, its owner reports them in batches (throughput)
+                alone = not state.waiting and all(other.task is None for other in state.slots if other is not slot)
+                route = task.route if alone else None
                 try:
                     slot.conn.send((task.ticket, task.spec_json, route))
                 except (OSError, ValueError):  # the process is dying: the reader reports the ticket with it

@@ -172,3 +172,29 @@ def test_with_tickets_waiting_the_owner_reports_them_in_batches(tmp_path: Any) -
                                                                                "t3": REPORTED}
     finally:
         pool.shutdown()
+
+
+def test_with_another_step_running_the_owner_reports_it(tmp_path: Any) -> None:
+    """Two processes: a step that runs beside another is handed back unreported (its owner batches the reports
+    of a busy pool); alone, a step is reported by its process."""
+    pool = ProcessPool(2, SlowOwner(str(tmp_path)))
+    got: dict[str, PoolResult] = {}
+    done = {ticket: threading.Event() for ticket in ("t1", "t2", "t3")}
+
+    def reply(ticket: str, result: PoolResult) -> None:
+        got[ticket] = result
+        done[ticket].set()
+
+    try:
+        pool.submit("t1", "not a spec", reply, route=REPLY_TO)  # alone: its process reports it (held at the gate)
+        pool.submit("t2", "not a spec", reply, route=REPLY_TO)  # beside t1's busy process: handed back
+        assert done["t2"].wait(60)
+        (tmp_path / "t1").touch()
+        assert done["t1"].wait(60)
+        (tmp_path / "t3").touch()
+        pool.submit("t3", "not a spec", reply, route=REPLY_TO)  # alone again
+        assert done["t3"].wait(60)
+        assert {ticket: result.reported for ticket, result in got.items()} == {"t1": REPORTED, "t2": "",
+                                                                               "t3": REPORTED}
+    finally:
+        pool.shutdown()
