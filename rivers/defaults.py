@@ -32,30 +32,28 @@ def redis_retries(text: str) -> int:
     return value
 
 
-def seconds(name: str) -> Callable[[str], float]:
-    """A parser of a RIVERS_* number of seconds (more than 0)."""
-    def parse(text: str) -> float:
+N = TypeVar("N", int, float)
+
+
+def positive(name: str, convert: Callable[[str], N], what: str) -> Callable[[str], N]:
+    """A parser of a RIVERS_* number more than 0 (`what` it is, for its error)."""
+    def parse(text: str) -> N:
         try:
-            value = float(text)
+            value: N | None = convert(text)
         except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise ConfigurationError(f"{name}={text!r}: expected a number of seconds, more than 0")
+            value = None
+        if value is None or not value > 0:
+            raise ConfigurationError(f"{name}={text!r}: expected {what}, more than 0")
         return value
     return parse
+
+
+def seconds(name: str) -> Callable[[str], float]:
+    return positive(name, float, "a number of seconds")
 
 
 def byte_count(name: str) -> Callable[[str], int]:
-    """A parser of a RIVERS_* number of bytes (more than 0)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = -1
-        if value <= 0:
-            raise ConfigurationError(f"{name}={text!r}: expected a whole number of bytes, more than 0")
-        return value
-    return parse
+    return positive(name, int, "a whole number of bytes")
 
 
 ENVIRONMENT_ERRORS: list[str] = []  # bad RIVERS_* values, a sentence each: check_environment() raises the first
