@@ -12,7 +12,7 @@
               ▼  RunState.settle(result): a retry (timer) | final results, steps now ready or skipped
          newly ready steps are dispatched at once: there is no level barrier; due timers are dispatched again.
          while it would only wait, the steps one upstream away get their call built and their queue prepares
-         (a remote queue builds the spec): a step's downstream leaves without waiting for that.
+         (a Redis queue builds the whole job): a step's downstream leaves without waiting for that.
 
 Consumers only take, run and report; whether a failure is retried, skipped past or final is RunState's call.
 """
@@ -247,7 +247,7 @@ class Coordinator:
 
     def _prepare_ahead(self) -> None:
         """Until a result arrives: build the first attempt of steps one upstream away, and let their queue
-        prepare it (a Redis queue builds its spec JSON then, not on the way from a result to its downstream)."""
+        prepare it (a Redis queue builds the job then, not on the way from a result to its downstream)."""
         while self._ahead and self.inbox.empty():
             step = self._ahead.popleft()
             if self.state.status[step.key] != "pending" or step.live or step.executor == "kubernetes" or \
