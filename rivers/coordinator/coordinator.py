@@ -116,9 +116,7 @@ class Coordinator:
             self._dispatch_all(self.state.begin())
             while self._has_work():
                 self._drain_inbox()
-                self._dispatch_all(self.state.due(time.monotonic()))
-                for step_queue in self.queues.values():  # what was dispatched leaves before anything waits
-                    step_queue.flush()
+                self._send_due()
                 self._tell()  # only now: a listener's writes (run history in Redis) are not on the hand-off path
                 if self.in_process.run_next():
                     continue
@@ -208,9 +206,7 @@ class Coordinator:
             try:
                 if self._waiting and not self._nudged:
                     self._take(result)
-                    self._dispatch_all(self.state.due(time.monotonic()))
-                    for step_queue in self.queues.values():
-                        step_queue.flush()
+                    self._send_due()
                     self._nudged = True  # the loop wakes up; results that come meanwhile wait for it in the inbox
                     self.inbox.put(Drove())
                     return
@@ -222,6 +218,12 @@ class Coordinator:
         self.inbox.put(result)
 
     # -- dispatch ---------------------------------------------------------------------------
+    def _send_due(self) -> None:
+        """Dispatch the retries whose backoff has passed; then what was dispatched leaves before anything waits."""
+        self._dispatch_all(self.state.due(time.monotonic()))
+        for step_queue in self.queues.values():
+            step_queue.flush()
+
     def _dispatch_all(self, steps: list[Step]) -> None:
         for step in steps:
             self._dispatch(step)
