@@ -9,7 +9,8 @@ It starts its own redis-server on a free port and its own worker processes, and 
 (b) the wall time of SLEEPERS independent steps that sleep 50 ms with 1, 2 and 4 workers of concurrency 2,
     and the 1 -> 4 speed-up (target: >= 3.8x);
 (c) the median delay between a step finishing and its downstream starting, on a chain (target: <= 1 ms), and
-    its legs: up to the upstream's report, the downstream's enqueue, its claim, its start in a step process;
+    its legs: up to the upstream's report, the downstream's enqueue (0 when the downstream was armed on the
+    upstream's attempt: the report itself enqueues it), its claim, its start in a step process;
     next to it, the floor of this machine: the same hops with no rivers code (a step process pushes to Redis, a
     listener thread hands it to a main thread that pushes a job, a worker's BLMOVE takes it and pipes it to
     another step process): what waking five processes and threads in a row costs here.
@@ -165,8 +166,9 @@ HANDOFF_LEGS = ("worker reports", "coordinator enqueues", "worker claims", "step
 
 def handoff_delays(url: str, repeats: int) -> tuple[list[float], dict[str, list[float]]]:
     """Upstream end -> downstream start on a chain, and its legs from the job hashes' RQ times: the upstream's
-    report (ended_at, the worker), the downstream's enqueue (enqueued_at, the coordinator), its claim
-    (started_at, Redis's clock) and the step's own start (the step process)."""
+    report (ended_at, the step process), the downstream's enqueue (enqueued_at: the coordinator's, or the report's
+    own time when the report released an armed job), its claim (started_at, Redis's clock) and the step's own start
+    (the step process)."""
     import redis
 
     client = redis.Redis.from_url(url)

@@ -270,6 +270,10 @@ class Prepared(Generic[T]):
             self._built.pop(next(iter(self._built)))
         self._built[key] = built
 
+    def built(self, call: StepCall) -> T | None:
+        """What was built ahead for `call`, left in place; None if nothing was."""
+        return self._built.get((call.run_id, call.step_key, call.attempt))
+
     def take(self, call: StepCall) -> T:
         """What was built ahead for `call`, else built now (SpecError naming the step when it cannot be)."""
         key = (call.run_id, call.step_key, call.attempt)

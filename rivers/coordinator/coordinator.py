@@ -12,7 +12,9 @@
               ▼  RunState.settle(result): a retry (timer) | final results, steps now ready or skipped
          newly ready steps are dispatched at once: there is no level barrier; due timers are dispatched again.
          while it would only wait, the steps one upstream away get their call built and their queue prepares
-         (a Redis queue builds the whole job): a step's downstream leaves without waiting for that.
+         (a Redis queue builds the whole job): a step's downstream leaves without waiting for that. A step whose
+         last missing input comes from one running Redis step is armed on it: its job waits in Redis and that
+         step's successful report enqueues it there (queues/armed.py); its dispatch then only confirms it.
 
 Consumers only take, run and report; whether a failure is retried, skipped past or final is RunState's call.
 """
@@ -99,6 +101,8 @@ class Coordinator:
         self.in_flight = 0
         self._told: list[tuple[str, Step, StepResult | None]] = []  # events not yet given to the listener
         self._ahead: deque[Step] = deque()  # downstream of dispatched steps: prepared while the coordinator waits
+        self._armed: dict[str, list[tuple[Step, int]]] = {}  # step -> (step, attempt) armed on its running attempt
+        self._producer = {out: key for key, step in plan.steps.items() for out in step.outputs}
         self.log = get_logger().bind(run_id=run_id)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -249,13 +253,40 @@ class Coordinator:
 
     def _prepare_ahead(self) -> None:
         """Until a result arrives: build the first attempt of steps one upstream away, and let their queue
-        prepare it (a Redis queue builds the job then, not on the way from a result to its downstream)."""
+        prepare it (a Redis queue builds the job then, not on the way from a result to its downstream), or arm
+        it on the one running attempt it still waits for."""
         while self._ahead and self.inbox.empty():
             step = self._ahead.popleft()
             if self.state.status[step.key] != "pending" or step.live or step.executor == "kubernetes" or \
                     step.fan_out_source is not None or isinstance(step.node.definition, CollectNode):
                 continue  # started, or what its dispatch builds depends on what happens until then
-            self.queues[step.executor].prepare(self._call(step, self.state.attempts[step.key] + 1))
+            attempt = self.state.attempts[step.key] + 1
+            call = self._call(step, attempt)
+            upstream = self._armable_on(step)
+            if upstream is not None and self.queues[step.executor].arm(call, (upstream, self.state.attempts[upstream])):
+                self._armed.setdefault(upstream, []).append((step, attempt))
+            else:
+                self.queues[step.executor].prepare(call)
+
+    def _armable_on(self, step: Step) -> str | None:
+        """The one running step whose success alone makes `step` ready and admitted at once, if there is one: a
+        step not throttled, whose other inputs all succeeded, waiting for a Redis step that reports itself."""
+        if step.instance_of is not None or step.executor in self.state.executor_throttles:
+            return None
+        missing = {self._producer[out] for out in step.needs if self.state.output_status.get(out) != "succeeded"}
+        if len(missing) != 1:
+            return None
+        upstream = self.plan.steps[missing.pop()]
+        if self.state.status[upstream.key] != "running" or upstream.live or upstream.executor == "kubernetes" or \
+                upstream.fan_out_source is not None:
+            return None
+        return upstream.key
+
+    def _disarm_left(self, step_key: str) -> None:
+        """`step_key`'s attempt ended: what was armed on it and not dispatched now (a retry, a skip) is taken back."""
+        for armed, attempt in self._armed.pop(step_key, ()):
+            if self.state.status[armed.key] != "running" or self.state.attempts[armed.key] != attempt:
+                self.queues[armed.executor].disarm(self._call(armed, attempt))
 
     def _pod_request(self, step: Step) -> PodRequest:
         """The next attempt's pod: the executor's, per axis the node's Compute, escalated after out-of-memory."""
@@ -341,6 +372,13 @@ class Coordinator:
 
     # -- results ----------------------------------------------------------------------------
     def _settle(self, result: StepResult) -> None:
+        try:
+            self._settle_result(result)
+        finally:
+            if self._armed:
+                self._disarm_left(result.step_key)
+
+    def _settle_result(self, result: StepResult) -> None:
         settled = self.state.settle(result, time.monotonic())
         if settled.retry_in is not None:
             step = self.plan.steps[result.step_key]

@@ -391,6 +391,12 @@ class _Cancellable:
         if self.run_id not in self.cancelled:
             self.queue.prepare(call)
 
+    def arm(self, call: StepCall, upstream: tuple[str, int]) -> bool:
+        return self.run_id not in self.cancelled and self.queue.arm(call, upstream)
+
+    def disarm(self, call: StepCall) -> None:
+        self.queue.disarm(call)
+
     def put(self, request: StepRequest) -> None:
         if self.run_id in self.cancelled:
             call = request.call

@@ -24,6 +24,7 @@ from rivers.distributed.jobs import StepJob, encode_report
 from rivers.exceptions import StaleAttempt
 from rivers.executors.pool_process import REPORTED, STALE, AttemptOwner, PoolResult
 from rivers.queues import keys, rq_view
+from rivers.queues.armed import RELEASE_LUA
 from rivers.runtime import Fence
 
 
@@ -31,12 +32,13 @@ def report_script(push: bool = True) -> str:
     """Report results, fenced: only an attempt whose lease this reporter still holds is reported; the others are
     stale. Each report is kept in its run's reports hash and, with `push`, pushed on the run's results list (a step
     pod only keeps it: its launcher pushes it once the pod has ended, so a run's slot is free only when its pod is).
+    The jobs armed on a reported attempt leave with its report: queued after a success, deleted otherwise (armed.py).
     ARGV: worker, now (RQ time), now (epoch s), queue name, then per report: id, reply_to, reports key, message,
     error, error for RQ's result stream (both '' for a step that succeeded). -> the stale ids
     """
     pushed = f"""redis.call('RPUSH', reply_to, message)
     redis.call('EXPIRE', reply_to, {defaults.RESULT_TTL_S})""" if push else ""
-    return rq_view.LUA_FUNCTIONS + f"""
+    return rq_view.LUA_FUNCTIONS + RELEASE_LUA + f"""
 local stale = {{}}
 for i = 5, #ARGV, 6 do
   local id, reply_to, reports, message, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
@@ -46,6 +48,7 @@ for i = 5, #ARGV, 6 do
     redis.call('HSET', reports, id, message)
     redis.call('EXPIRE', reports, {defaults.RESULT_TTL_S})
     redis.call('DEL', lease)
+    release_armed(id, err == '', ARGV[2])
     if err == '' then
       rq_finished(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S})
     else

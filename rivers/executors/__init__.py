@@ -30,6 +30,12 @@ class UnavailableQueue:
     def prepare(self, call: StepCall) -> None:
         """Nothing is ever built."""
 
+    def arm(self, call: StepCall, upstream: tuple[str, int]) -> bool:
+        return False
+
+    def disarm(self, call: StepCall) -> None:
+        """Nothing is ever armed."""
+
     def flush(self) -> None:
         """Nothing is ever held."""
 

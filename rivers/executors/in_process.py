@@ -39,6 +39,12 @@ class InProcessQueue:
     def prepare(self, call: StepCall) -> None:
         """Nothing to build: the step runs on the live objects."""
 
+    def arm(self, call: StepCall, upstream: tuple[str, int]) -> bool:
+        return False  # the coordinator's own thread starts it
+
+    def disarm(self, call: StepCall) -> None:
+        """Nothing is ever armed."""
+
     def flush(self) -> None:
         """Nothing to send: sync steps wait for `run_next`, async ones started at `put`."""
 

@@ -127,6 +127,12 @@ class ParallelQueue:
         if not call.definition.is_async or call.members:
             self._specs.prepare(call)
 
+    def arm(self, call: StepCall, upstream: tuple[str, int]) -> bool:
+        return False  # results come back through this process: it hands the step on itself
+
+    def disarm(self, call: StepCall) -> None:
+        """Nothing is ever armed."""
+
     def put(self, request: StepRequest) -> None:
         if request.step.is_async:
             self.async_steps.submit(request)

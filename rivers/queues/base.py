@@ -52,6 +52,13 @@ class StepQueue(Protocol):
     def prepare(self, call: StepCall) -> None:
         """Do ahead, while the coordinator would only wait, what `put` will do for this attempt (build its spec)."""
 
+    def arm(self, call: StepCall, upstream: tuple[str, int]) -> bool:
+        """Store this attempt where the successful report of `upstream` (step key, attempt) sends it on by itself;
+        True if it did (then `put` confirms it, or `disarm` takes it back). Only a Redis queue can."""
+
+    def disarm(self, call: StepCall) -> None:
+        """An armed attempt that will not be put: take it back."""
+
     def flush(self) -> None: ...
 
     def cancel_run(self, run_id: str) -> None: ...

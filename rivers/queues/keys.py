@@ -19,6 +19,17 @@ One attempt of one step is one job; its id is the attempt's fencing token (a ret
         │     coordinator fails the step with that reason (nothing of the job was run or imported)
         └─ handed back: second SIGTERM: DEL lease, LPUSH back on the queue                status QUEUED
 
+A step whose last missing input is being made by one running attempt may be armed on it ahead (the coordinator
+has decided it runs once that attempt succeeds; RQ calls such a job deferred):
+
+    coordinator: ARM script, only while the upstream's job is queued or started and unreported:
+        HSET rq:job:<id> (signed, + where it goes) + RPUSH rivers:after:<upstream id> <id>   status DEFERRED
+    upstream's REPORT script, in the same atomic step as the report:
+        ├─ succeeded, and the run's token is still the arming coordinator's: RPUSH on its queue,
+        │     HSET rivers:run:<run>:jobs <step> <id>                                         status QUEUED
+        └─ failed, or the run was taken over meanwhile: DEL rq:job:<id> (the coordinator decides again)
+    an upstream that ends without a report (lost, vanished, refused): the coordinator disarms (DISARM script)
+
 Exactly one report reaches the run: the coordinator takes a job id out of its pending table once, whether the
 report came from the results list, from the reports hash (a list message taken by a coordinator that died), or
 from its own watcher (lost, vanished, refused, never picked up).
@@ -50,7 +61,12 @@ JOB_TIMEOUT = "timeout"  # -1: no RQ timeout, the lease decides
 JOB_RESULT_TTL = "result_ttl"
 JOB_RUNNING_AT = "rivers_running_at"  # when a step process (or a step pod) started running it (epoch s); ours
 JOB_LAUNCHER = "rivers_launcher"  # a kubernetes step: the pod launcher that follows its pod (ours, not RQ's)
+JOB_AFTER = "rivers_after"  # an armed job: the id of the upstream attempt whose successful report enqueues it
+JOB_RUN = "rivers_run"  # an armed job: its run's hash (the token is checked there when it is released)
+JOB_TOKEN = "rivers_token"  # an armed job: the token its coordinator drove the run with ('' = not fenced)
+JOB_STEP = "rivers_step"  # an armed job: its step key (recorded in the run's jobs hash when it is released)
 QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"  # job statuses, as RQ spells them
+DEFERRED = "deferred"  # an armed job, waiting for its upstream's report (RQ's status for a job with depends_on)
 
 
 def queue_name(executor: str) -> str:
@@ -68,6 +84,14 @@ def job_key(job_id: str) -> str:
 
 def lease_key(job_id: str) -> str:
     return LEASE_PREFIX + job_id
+
+
+AFTER_PREFIX = "rivers:after:"
+
+
+def after_key(job_id: str) -> str:
+    """List of the ids of jobs armed on this one: its successful report enqueues them, any other end drops them."""
+    return AFTER_PREFIX + job_id
 
 
 def worker_key(name: str) -> str:

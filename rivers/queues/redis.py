@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from rivers import defaults, signing
@@ -38,6 +38,7 @@ from rivers.distributed.jobs import JobData, decode_report, fields_of, job_data
 from rivers.exceptions import ExecutionError, FencedOut, SpecError, WorkerLost
 from rivers.logs import get_logger
 from rivers.queues import keys, rq_view
+from rivers.queues.armed import ARM_SCRIPT, DISARM_SCRIPT, armed_fields
 from rivers.queues.base import StepQueue, StepRequest
 from rivers.queues.rq_view import rq_time
 from rivers.results import StepResult
@@ -115,6 +116,21 @@ class _Pending:
     running: bool = False  # a step process (or pod) has started it: the run was told
 
 
+Attempt = tuple[str, str, int]  # (run id, step key, attempt)
+
+
+@dataclass(eq=False)
+class _Armed:
+    """A job armed on an upstream attempt (armed.py), until its step is dispatched or it is disarmed."""
+
+    attempt: Attempt
+    executor: str
+    job: JobData
+    upstream: str  # the upstream attempt's job id
+    released: bool | None = None  # set when the upstream's outcome is known: its report enqueued this job
+    early: list[bytes] = field(default_factory=list)  # its reports, come before its step was dispatched
+
+
 class RedisHub:
     """The Redis side of one coordinator process for one URL: a listener and a watcher thread.
 
@@ -128,6 +144,8 @@ class RedisHub:
         self._fail_job = self.client.register_script(FAIL_JOB_SCRIPT)
         self._withdraw = self.client.register_script(WITHDRAW_SCRIPT)
         self._enqueue = self.client.register_script(ENQUEUE_SCRIPT)
+        self._arm = self.client.register_script(ARM_SCRIPT)
+        self._disarm = self.client.register_script(DISARM_SCRIPT)
         self._tokens: dict[str, str] = {}  # run id -> the token this process drives it with (fenced runs only)
         self._on_fenced: dict[str, Callable[[], None]] = {}  # run id -> stands its coordinator down
         self.fenced: set[str] = set()  # runs another coordinator took over from this process
@@ -136,6 +154,10 @@ class RedisHub:
         self.log = get_logger().bind(component="redis-queue")
         self._lock = threading.Lock()
         self.pending: dict[str, _Pending] = {}
+        self._job_of_step: dict[tuple[str, str], str] = {}  # (run id, step key) -> its pending job's id
+        self.armed: dict[Attempt, _Armed] = {}
+        self._armed_ids: dict[str, _Armed] = {}  # armed job id -> it
+        self._armed_on: dict[str, list[_Armed]] = {}  # upstream job id -> what is armed on it
         self._runs: dict[str, int] = {}  # run id -> jobs pending: the listener's keys
         self._adoptable: dict[str, dict[str, str]] = {}  # run id -> step key -> job id (runs taken over)
         self._outbox: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
@@ -151,6 +173,7 @@ class RedisHub:
         with self._lock:
             self.pending[pending.job_id] = pending
             run_id = pending.request.call.run_id
+            self._job_of_step[(run_id, pending.request.step.key)] = pending.job_id
             self._wake_listener = self._wake_listener or run_id not in self._runs
             self._runs[run_id] = self._runs.get(run_id, 0) + 1
         self._has_runs.set()
@@ -224,6 +247,107 @@ class RedisHub:
                 self._take(pending.job_id)
                 self._fenced_out(pending.request.call.run_id)
 
+    # -- arming (armed.py) ---------------------------------------------------------------------
+    def arm(self, attempt: Attempt, executor: str, job: JobData, upstream: tuple[str, int]) -> bool:
+        """Store `job` in Redis, to be enqueued by the successful report of `upstream` (step key, attempt) of the
+        same run; False (nothing stored) when that attempt is not a job of this hub that can still report."""
+        run_id, step_key, _ = attempt
+        with self._lock:
+            upstream_id = self._job_of_step.get((run_id, upstream[0]))
+            waited = self.pending.get(upstream_id) if upstream_id is not None else None
+            if upstream_id is None or waited is None or waited.request.call.attempt != upstream[1] or \
+                    not waited.queued_at or attempt in self.armed:
+                return False
+            armed = _Armed(attempt, executor, job, upstream_id)
+            self._add_armed(armed)  # before the script: the upstream's report may be delivered while it runs
+        fields = armed_fields(fields_of(job, keys.queue_name(executor), f"{run_id} {step_key}"), upstream_id,
+                              keys.run_key(run_id), self._tokens.get(run_id, ""), step_key)
+        try:
+            stored = self._arm(args=[upstream_id, keys.run_reports_key(run_id), job.job_id,
+                                     *(item for pair in fields.items() for item in pair)])
+        except Exception as exc:  # noqa: BLE001 - nothing armed: the step is sent as any other when it is ready
+            self.log.warning("redis.arm_failed", step_key=step_key, error=repr(exc))
+            stored = 0
+        if not stored:  # the upstream reported first, or ended: nothing was stored
+            with self._lock:
+                self._drop_armed(armed)
+        return bool(stored)
+
+    def confirm(self, request: StepRequest) -> bool:
+        """The step of an armed job is dispatched: True when its upstream's report enqueued that job (it is
+        watched and reported from now on, as any sent job); False when nothing armed for it is in Redis now."""
+        call = request.call
+        with self._lock:
+            armed = self.armed.get((call.run_id, call.step_key, call.attempt))
+            if armed is None:
+                return False
+            self._drop_armed(armed)
+            if armed.released:
+                pending = _Pending(request, armed.executor, armed.job.job_id, armed.job, queued_at=time.monotonic())
+                self.pending[pending.job_id] = pending
+                self._job_of_step[(call.run_id, call.step_key)] = pending.job_id
+                self._runs[call.run_id] = self._runs.get(call.run_id, 0) + 1
+        if not armed.released:
+            if armed.released is None:  # its upstream's outcome came another way: take the job back first
+                self._disarm_now([armed])
+            return False
+        for message in armed.early:
+            self.deliver(message)
+        return True
+
+    def disarm(self, attempt: Attempt) -> None:
+        """The armed job of `attempt` will not be waited for (its step was not dispatched): take it back."""
+        with self._lock:
+            armed = self.armed.get(attempt)
+            if armed is not None:
+                self._drop_armed(armed)
+        if armed is not None and armed.released is not False:
+            self._disarm_now([armed])
+
+    def _add_armed(self, armed: _Armed) -> None:
+        """Under the lock. The run stays listened to while a job is armed: the job reports as soon as it is sent."""
+        self.armed[armed.attempt] = armed
+        self._armed_ids[armed.job.job_id] = armed
+        self._armed_on.setdefault(armed.upstream, []).append(armed)
+        run_id = armed.attempt[0]
+        self._wake_listener = self._wake_listener or run_id not in self._runs
+        self._runs[run_id] = self._runs.get(run_id, 0) + 1
+
+    def _drop_armed(self, armed: _Armed) -> None:
+        """Under the lock."""
+        if self.armed.get(armed.attempt) is not armed:
+            return
+        del self.armed[armed.attempt]
+        del self._armed_ids[armed.job.job_id]
+        siblings = self._armed_on.get(armed.upstream, [])
+        if armed in siblings:
+            siblings.remove(armed)
+        if not siblings:
+            self._armed_on.pop(armed.upstream, None)
+        run_id = armed.attempt[0]
+        self._runs[run_id] -= 1
+        if not self._runs[run_id]:
+            del self._runs[run_id]
+
+    def _upstream_ended(self, upstream_id: str, released: bool) -> None:
+        """The attempt `upstream_id` was reported (released: a success, whose report enqueued what was armed on
+        it) or ended another way; called before its result is handed on, so that its downstream's dispatch knows."""
+        with self._lock:
+            armed = self._armed_on.pop(upstream_id, [])
+            for one in armed:
+                one.released = released
+                if not released:
+                    self._drop_armed(one)
+        if armed and not released:
+            self._disarm_now(armed)
+
+    def _disarm_now(self, armed: list[_Armed]) -> None:
+        try:
+            self._disarm(args=[item for one in armed
+                               for item in (one.upstream, one.job.job_id, keys.queue_key(one.executor))])
+        except Exception as exc:  # noqa: BLE001 - its upstream can no longer report: the job stays deferred
+            self.log.warning("redis.disarm_failed", jobs=len(armed), error=repr(exc))
+
     # -- results ----------------------------------------------------------------------------
     def _listen_loop(self) -> None:
         client = connect(self.url)  # a connection of its own: BLPOP holds it
@@ -265,6 +389,10 @@ class RedisHub:
             return False
         with self._lock:
             pending = self.pending.get(job_id)
+            early = self._armed_ids.get(job_id) if pending is None else None
+            if early is not None:  # released and run before its step's dispatch was settled here: kept for it
+                early.early.append(message)
+                return True
         if pending is None:
             return True  # already reported (lease expired, cancelled): a late duplicate
         call = pending.request.call
@@ -283,6 +411,7 @@ class RedisHub:
             result = StepResult.failed(call.run_id, call.step_key, call.attempt, [s.name for s in call.outputs],
                                        SpecError(error.message))
         if self._take(job_id) is not None:
+            self._upstream_ended(job_id, result.error is None)  # its REPORT script released on a success
             pending.request.report(result)
         return True
 
@@ -291,6 +420,8 @@ class RedisHub:
             pending = self.pending.pop(job_id, None)
             if pending is not None:
                 run_id = pending.request.call.run_id
+                if self._job_of_step.get((run_id, pending.request.step.key)) == job_id:
+                    del self._job_of_step[(run_id, pending.request.step.key)]
                 self._runs[run_id] -= 1
                 if not self._runs[run_id]:
                     del self._runs[run_id]
@@ -300,6 +431,7 @@ class RedisHub:
         pending = self._take(job_id)
         if pending is None:
             return
+        self._upstream_ended(job_id, False)
         call = pending.request.call
         pending.request.report(StepResult.failed(call.run_id, call.step_key, call.attempt,
                                                  [slot.name for slot in call.outputs], exc,
@@ -406,11 +538,20 @@ class RedisHub:
 
     def fail_run(self, run_id: str, exc: BaseException) -> None:
         """Fail every step of a run still queued or running (a cancelled run); their jobs are withdrawn."""
+        self._disarm_run(run_id)
         with self._lock:
             mine = [p for p in self.pending.values() if p.request.call.run_id == run_id]
         for pending in mine:
             if self._withdrawn(pending):
                 self.fail(pending.job_id, exc, False)
+
+    def _disarm_run(self, run_id: str) -> None:
+        with self._lock:
+            armed = [a for a in self.armed.values() if a.attempt[0] == run_id]
+            for one in armed:
+                self._drop_armed(one)
+        if armed:
+            self._disarm_now(armed)
 
     def _withdrawn(self, pending: _Pending) -> bool:
         """Take a job back from its queue and Redis; False (and the run stands down) when fenced out."""
@@ -444,6 +585,10 @@ class RedisHub:
         with self._lock:
             for job_id in [j for j, p in self.pending.items() if p.request.call.run_id == run_id]:
                 del self.pending[job_id]
+            for armed in [a for a in self.armed.values() if a.attempt[0] == run_id]:
+                self._drop_armed(armed)  # its release is refused: the run's token moved on
+            for step in [s for s in self._job_of_step if s[0] == run_id]:
+                del self._job_of_step[step]
             self._runs.pop(run_id, None)
             self._tokens.pop(run_id, None)
             self._on_fenced.pop(run_id, None)
@@ -451,6 +596,7 @@ class RedisHub:
 
     # -- cancelling ---------------------------------------------------------------------------
     def cancel_run(self, run_id: str) -> None:
+        self._disarm_run(run_id)
         with self._lock:
             mine = [p for p in self.pending.values() if p.request.call.run_id == run_id]
         pipe = self.client.pipeline(transaction=False)
@@ -503,12 +649,27 @@ class RedisStepQueue:
     def prepare(self, call: StepCall) -> None:
         self._jobs.prepare(call)
 
+    def arm(self, call: StepCall, upstream: tuple[str, int]) -> bool:
+        """Store this attempt's job in Redis now, to be enqueued by the successful report of `upstream` (step key,
+        attempt): its step then starts without waiting for this process. False: not armed (prepared only)."""
+        self._jobs.prepare(call)
+        job = self._jobs.built(call)
+        if job is None or not self.hub.arm((call.run_id, call.step_key, call.attempt), self.executor, job, upstream):
+            return False
+        self._jobs.take(call)  # stored: its id cannot be sent again
+        return True
+
+    def disarm(self, call: StepCall) -> None:
+        self.hub.disarm((call.run_id, call.step_key, call.attempt))
+
     def put(self, request: StepRequest) -> None:
         if request.live and self.local is not None:
             self.local.put(request)
             return
         call = request.call
         self._run_ids.add(call.run_id)
+        if self.hub.confirm(request):
+            return  # its upstream's report enqueued it
         try:
             job = self._jobs.take(call)
         except SpecError as exc:
