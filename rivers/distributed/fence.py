@@ -16,13 +16,14 @@ step process could not (it died: WorkerLost; or Redis was unreachable from it).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 from rivers import defaults
-from rivers.distributed.jobs import StepJob, encode_report
-from rivers.exceptions import StaleAttempt
-from rivers.executors.pool_process import REPORTED, STALE, AttemptOwner, PoolResult
+from rivers.distributed.jobs import StepJob, decode_job, encode_report
+from rivers.exceptions import RefusedJob, StaleAttempt
+from rivers.executors.pool_process import REPORTED, STALE, AttemptOwner, ClaimedJob, NextJob, PoolResult
 from rivers.queues import keys, rq_view
 from rivers.queues.armed import RELEASE_LUA
 from rivers.runtime import Fence
@@ -32,15 +33,35 @@ def report_script(push: bool = True) -> str:
     """Report results, fenced: only an attempt whose lease this reporter still holds is reported; the others are
     stale. Each report is kept in its run's reports hash and, with `push`, pushed on the run's results list (a step
     pod only keeps it: its launcher pushes it once the pod has ended, so a run's slot is free only when its pod is).
-    The jobs armed on a reported attempt leave with its report: queued after a success, deleted otherwise (armed.py).
-    ARGV: worker, now (RQ time), now (epoch s), queue name, then per report: id, reply_to, reports key, message,
-    error, error for RQ's result stream (both '' for a step that succeeded). -> the stale ids
+    The jobs armed on a reported attempt leave with its report: queued after a success, deleted otherwise (armed.py);
+    up to `take` of those on this reporter's queue are claimed for it instead of queued (the step process that
+    reported goes on with one at once), unless its worker is stopping.
+    ARGV: worker, now (RQ time), now (epoch s), queue name, take, lease ms, the worker's stopping key, then per
+    report: id, reply_to, reports key, message, error, error for RQ's result stream (both '' for a step that
+    succeeded). -> {the stale ids, [id, data, signature] of each job claimed}
     """
     pushed = f"""redis.call('RPUSH', reply_to, message)
     redis.call('EXPIRE', reply_to, {defaults.RESULT_TTL_S})""" if push else ""
     return rq_view.LUA_FUNCTIONS + RELEASE_LUA + f"""
-local stale = {{}}
-for i = 5, #ARGV, 6 do
+local stale, taken = {{}}, {{}}
+local take = tonumber(ARGV[5])
+if take > 0 and redis.call('EXISTS', ARGV[7]) == 1 then
+  take = 0
+end
+local function keep(id, queue)
+  if take <= 0 or queue ~= ARGV[4] then
+    return false
+  end
+  take = take - 1
+  redis.call('SET', '{keys.LEASE_PREFIX}' .. id, ARGV[1], 'PX', ARGV[6])
+  rq_started(queue, id, ARGV[1], ARGV[3], ARGV[2], {defaults.RQ_STARTED_TTL_S})
+  local job = redis.call('HMGET', '{keys.RQ_JOB_PREFIX}' .. id, '{keys.JOB_DATA}', '{keys.JOB_SIGNATURE}')
+  taken[#taken + 1] = id
+  taken[#taken + 1] = job[1]
+  taken[#taken + 1] = job[2] or ''
+  return true
+end
+for i = 8, #ARGV, 6 do
   local id, reply_to, reports, message, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local lease = '{keys.LEASE_PREFIX}' .. id
   if redis.call('GET', lease) == ARGV[1] then
@@ -48,18 +69,23 @@ for i = 5, #ARGV, 6 do
     redis.call('HSET', reports, id, message)
     redis.call('EXPIRE', reports, {defaults.RESULT_TTL_S})
     redis.call('DEL', lease)
-    release_armed(id, err == '', ARGV[2])
     if err == '' then
       rq_finished(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S})
     else
       rq_failed(ARGV[4], id, ARGV[1], ARGV[3], ARGV[2], {defaults.FINISHED_JOB_TTL_S}, err, ARGV[i + 5])
     end
+    release_armed(id, err == '', ARGV[2], keep)
   else
     stale[#stale + 1] = id
   end
 end
-return stale
+return {{stale, taken}}
 """
+
+
+def report_common_args(worker: str, queue: str, take: int = 0) -> list[Any]:
+    """The arguments of REPORT_SCRIPT before its reports."""
+    return [worker, rq_view.rq_time(), time.time(), queue, take, defaults.LEASE_MS, keys.stopping_key(worker)]
 
 
 REPORT_SCRIPT = report_script()
@@ -107,8 +133,22 @@ class LeaseHolder(AttemptOwner):
 
     def report(self, ticket: str, route: str, result: PoolResult) -> str:
         """Report one attempt, fenced: REPORTED, or STALE when its lease is no longer this holder's."""
+        return self.report_and_take(ticket, route, result, take=False).reported
+
+    def report_and_take(self, ticket: str, route: str, result: PoolResult, take: bool = True) -> PoolResult:
+        """`result`, reported (fenced) and marked so; with `take`, also claimed for this worker: a downstream job
+        that this very report released on this queue, to run next in this process (`next`), or to hand to the
+        worker when it cannot be run here (`claimed`: its signature does not verify)."""
         if self._report is None:
             self._report = self._connected().register_script(report_script(self.push))
-        stale = self._report(args=[self.worker, rq_view.rq_time(), time.time(), self.queue,
-                                   *report_args(StepJob(ticket, "", route), result, self.key)])
-        return STALE if stale else REPORTED
+        stale, taken = self._report(args=[*report_common_args(self.worker, self.queue, int(take and self.push)),
+                                          *report_args(StepJob(ticket, "", route), result, self.key)])
+        reported = dataclasses.replace(result, reported=STALE if stale else REPORTED)
+        if not taken:
+            return reported
+        job_id, data, signature = taken[0].decode(), taken[1], taken[2] or None
+        try:
+            job = decode_job(job_id, data, signature, self.key)
+        except RefusedJob:
+            return dataclasses.replace(reported, claimed=ClaimedJob(job_id, data, signature))
+        return dataclasses.replace(reported, next=NextJob(job_id, job.spec_json, job.reply_to))

@@ -11,13 +11,17 @@
     up to PREFETCH jobs per slot beyond the running ones wait in the pool's queue, their leases renewed
     the step process reports its attempt itself (fence.py, REPORT script, fenced by the lease this worker holds:
         RPUSH the signed report, HSET it in the run's reports, DEL lease, job finished | failed; a report whose
-        lease is gone is stale: dropped, the coordinator has retried the step), then hands the result back
+        lease is gone is stale: dropped, the coordinator has retried the step), then hands the result back;
+        when that report released a downstream job armed on it (queues/armed.py) for this queue, the same script
+        claims it for this worker and the step process runs it next (no trip through the queue or this process):
+        the result it hands back names it (PoolResult.next) and this process holds its lease from then on
     reporter thread: reports, in batches, what a step process could not (it died: WorkerLost; Redis unreachable)
     heartbeat thread: every HEARTBEAT_S renew each lease (PEXPIRE); a lease that is gone and not reported means
         the step was taken away: its pool process is killed and its report will be dropped. Also the worker's own
         key, `rivers_running_at` of the jobs a step process started since the last beat (queued -> running), and
         RESCUE: what a dead worker left in its hand goes back to the queue.
-    SIGTERM once: take nothing new, finish running steps, exit; twice: hand them back to the queue, exit
+    SIGTERM once: take nothing new (the stopping key: no report claims for it either), finish running steps,
+        exit; twice: hand them back to the queue, exit
 
 The main process never imports user code: it moves bytes, and leaves every decision to the coordinator.
 """
@@ -40,7 +44,7 @@ from redis.exceptions import NoScriptError
 
 from rivers import defaults, signing
 from rivers.distributed.connection import check_reachable, connect
-from rivers.distributed.fence import REPORT_SCRIPT, LeaseHolder, report_args
+from rivers.distributed.fence import REPORT_SCRIPT, LeaseHolder, report_args, report_common_args
 from rivers.distributed.jobs import StepJob, decode_job
 from rivers.exceptions import RefusedJob
 from rivers.executors.pool import PoolResult, ProcessPool
@@ -106,6 +110,7 @@ end
 
 
 CLAIM_SCRIPT = claim_script()
+STOPPING_TTL_MS = 60_000  # the stopping key outlives any drain it is set for; it is deleted when the worker ends
 
 
 
@@ -288,6 +293,8 @@ class Worker:
     def _drain(self) -> None:
         """After the first SIGTERM: wait for running steps; after a second one, hand them back."""
         if self._stopping:
+            with contextlib.suppress(Exception):  # its step processes' reports claim nothing more for it
+                self.client.set(keys.stopping_key(self.name), "1", px=STOPPING_TTL_MS)
             self.log.info("worker.stopping", running=len(self._held))
         with self._cond:
             while self._held and not self._handing_back:
@@ -309,6 +316,8 @@ class Worker:
         self._reports.put(None)
         self._done.wait(defaults.REDIS_SOCKET_TIMEOUT_S)
         self.presence.leave()
+        with contextlib.suppress(Exception):
+            self.client.delete(keys.stopping_key(self.name))
         if self.pool is not None and not self._handing_back:
             self.pool.shutdown()
         self.log.info("worker.stopped")
@@ -331,11 +340,17 @@ class Worker:
         if not result.reported:  # its step process died, or could not reach Redis: the reporter sends it
             self._reports.put((job_id, result))
             return
+        following = result.next
         with self._cond:
             self._held.pop(job_id, None)
+            if following is not None:  # its report claimed a downstream job, which that process runs now
+                self._held[following.ticket] = StepJob(following.ticket, following.spec_json, following.route)
             self._cond.notify_all()
         if result.reported == STALE:
             self._stale(job_id)
+        if result.claimed is not None:  # claimed by its report, not runnable there: as if this process took it
+            claimed = result.claimed
+            self._start(claimed.job_id, claimed.data, claimed.signature)
 
     # -- reporting and heartbeats --------------------------------------------------------------
     def _report_loop(self) -> None:
@@ -361,11 +376,11 @@ class Worker:
             self._cond.notify_all()
         if not mine:
             return
-        args: list[Any] = [self.name, rq_view.rq_time(), time.time(), self.queue]
+        args: list[Any] = report_common_args(self.name, self.queue)
         for _, result, job in mine:
             args += report_args(job, result, self.key)
         try:
-            stale = self._report(args=args)
+            stale, _ = self._report(args=args)
         except Exception as exc:  # noqa: BLE001 - Redis gone past the retries: the leases expire, steps re-run
             self.log.error("worker.report_failed", error=repr(exc), jobs=len(mine))
             return

@@ -6,7 +6,8 @@
                                            │ (with an AttemptOwner and a route, when it is the pool's only
                                            │ ticket: reported from there, marked so; else its owner reports it)
     reader thread: wait() on every process's pipe and sentinel
-        a result ──> reply(ticket, PoolResult); the process takes the next waiting ticket
+        a result ──> reply(ticket, PoolResult); the process takes the next waiting ticket, or runs the job
+                     its own report claimed (PoolResult.next: the reply tells its owner, the slot keeps it)
         a death  ──> reply(ticket, WorkerLost naming the exit code or signal) for the ticket that process
                      ran, and no other; a fresh process takes its place
 
@@ -219,13 +220,19 @@ class ProcessPool:
         except (EOFError, OSError):  # the process is gone
             self._died(slot)
             return
+        following = payload.next if isinstance(payload, PoolResult) else None
         with self._lock:
-            task, slot.task = slot.task, None
+            task = slot.task
+            # a process whose report claimed a downstream job runs it now: the slot stays busy with that ticket
+            slot.task = _Task(following.ticket, following.spec_json, task.reply, following.route) \
+                if following is not None and task is not None else None
             slot.finished += 1
             self._state.start_failures = 0
             self._dispatch()
         if task is not None and not task.cancelled:
             task.reply(task.ticket, payload)
+        if following is not None and self.on_start is not None:
+            self.on_start(following.ticket)
 
     def _died(self, slot: _Slot) -> None:
         slot.process.join(SHUTDOWN_WAIT_S)

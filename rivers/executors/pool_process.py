@@ -1,7 +1,8 @@
 """What runs inside a pool process: read a spec, run the step, hand back the StepResult JSON.
 
 `serve` is the process's whole life: set up, then take (ticket, spec JSON, route) from the pipe, run it,
-send the result back, until the pool sends None or the process owning the pool is gone.
+send the result back, until the pool sends None or the process owning the pool is gone. When its own report
+claimed a downstream job (one the report released), the process runs that next, and the result it sends says so.
 
 In a rivers-worker the pool processes also hold the worker's leases (an AttemptOwner): right before each
 output write they check that the attempt still holds its lease, so an attempt whose lease expired (its
@@ -37,6 +38,25 @@ _loop: asyncio.AbstractEventLoop | None = None
 
 
 @dataclass(frozen=True, slots=True)
+class NextJob:
+    """A job that a step process's own report released and claimed for its worker: that process runs it next."""
+
+    ticket: str
+    spec_json: str
+    route: str  # where it reports it
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job a step process's report claimed but that it may not run (its signature does not verify): the
+    worker's main process takes it as one it claimed itself (and refuses it)."""
+
+    job_id: str
+    data: bytes
+    signature: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
 class PoolResult:
     """What a pool process hands back for one ticket."""
 
@@ -44,6 +64,8 @@ class PoolResult:
     failure: str  # "<ExcType>: <message>" when the step failed, else ""
     exception: bytes | None = None  # the pickled exception (embedded pools only), to re-raise with its own type
     reported: str = ""  # REPORTED or STALE once the step process reported it itself; "" = not reported yet
+    next: NextJob | None = None  # what this process runs now, claimed by its report (its pool and worker learn it)
+    claimed: ClaimedJob | None = None  # claimed by its report, for the worker to take
 
 
 class AttemptOwner:
@@ -56,6 +78,11 @@ class AttemptOwner:
     def report(self, ticket: str, route: str, result: PoolResult) -> str:  # pragma: no cover - an interface
         """Report the attempt to `route`: REPORTED, or STALE when its lease is gone (raises when Redis is)."""
         raise NotImplementedError
+
+    def report_and_take(self, ticket: str, route: str, result: PoolResult) -> PoolResult:
+        """Report the attempt: `result` marked REPORTED or STALE, and with `next` set when the report claimed a job
+        for this process to run next (a downstream it released)."""
+        return dataclasses.replace(result, reported=self.report(ticket, route, result))
 
 
 def configure(key: bytes | None, log_level: int, owner: AttemptOwner | None, tee: bool = False) -> None:
@@ -79,10 +106,14 @@ def serve(conn: Connection, key: bytes, log_level: int, owner: AttemptOwner | No
     try:
         while (message := _receive(conn)) is not None:
             ticket, spec_json, route = message
-            result = PoolResult(*run_spec(spec_json, ticket))
-            if route is not None and _owner is not None:
-                result = _reported(_owner, ticket, route, result)
-            conn.send(result)
+            while True:
+                result = PoolResult(*run_spec(spec_json, ticket))
+                if route is not None and _owner is not None:
+                    result = _reported(_owner, ticket, route, result)
+                conn.send(result)
+                if result.next is None:
+                    break
+                ticket, spec_json, route = result.next.ticket, result.next.spec_json, result.next.route
     finally:  # the pool stops (or its owner is gone): resources set up here are torn down here
         teardown_rebuilt()
 
@@ -90,10 +121,9 @@ def serve(conn: Connection, key: bytes, log_level: int, owner: AttemptOwner | No
 def _reported(owner: AttemptOwner, ticket: str, route: str, result: PoolResult) -> PoolResult:
     """The result, reported from here; unmarked when Redis could not be reached (the pool's owner tries then)."""
     try:
-        found = owner.report(ticket, route, result)
+        return owner.report_and_take(ticket, route, result)
     except Exception:  # noqa: BLE001 - Redis unreachable past its retries: the worker reports it or its lease ends
         return result
-    return dataclasses.replace(result, reported=found)
 
 
 def _receive(conn: Connection) -> tuple[str, str, str | None] | None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from rivers import defaults
 from rivers.queues import keys
 
-# release_armed(upstream id, ok, now (RQ time)): what was armed on the upstream leaves: queued when `ok` (the
-# report is a success) and the run's token has not moved on; deleted otherwise. Put before a script's body.
+# release_armed(upstream id, ok, now (RQ time), keep): what was armed on the upstream leaves: queued when `ok` (the
+# report is a success) and the run's token has not moved on, unless `keep(id, queue name)` (nil: none) claims it
+# for the reporter instead; deleted otherwise. Put before a script's body.
 RELEASE_LUA = f"""
-local function release_armed(upstream, ok, now_iso)
+local function release_armed(upstream, ok, now_iso, keep)
   local after = '{keys.AFTER_PREFIX}' .. upstream
   for _, id in ipairs(redis.call('LRANGE', after, 0, -1)) do
     local job = '{keys.RQ_JOB_PREFIX}' .. id
@@ -26,11 +27,13 @@ local function release_armed(upstream, ok, now_iso)
                              '{keys.JOB_TOKEN}', '{keys.JOB_STEP}')
     if found[1] == '{keys.DEFERRED}' then
       if ok and (found[4] == '' or redis.call('HGET', found[3], '{keys.RUN_TOKEN}') == found[4]) then
-        local queue = '{keys.RQ_QUEUE_PREFIX}' .. found[2]
         redis.call('HSET', job, '{keys.JOB_STATUS}', '{keys.QUEUED}', '{keys.JOB_ENQUEUED_AT}', now_iso)
         redis.call('HSET', found[3] .. ':jobs', found[5], id)
-        redis.call('RPUSH', queue, id)
-        redis.call('SADD', '{keys.RQ_QUEUES}', queue)
+        if not (keep and keep(id, found[2])) then
+          local queue = '{keys.RQ_QUEUE_PREFIX}' .. found[2]
+          redis.call('RPUSH', queue, id)
+          redis.call('SADD', '{keys.RQ_QUEUES}', queue)
+        end
       else
         redis.call('DEL', job)
       end

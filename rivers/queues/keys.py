@@ -107,6 +107,11 @@ def hand_key(name: str) -> str:
     return HAND_PREFIX + name
 
 
+def stopping_key(name: str) -> str:
+    """Set while a worker drains (its first SIGTERM): its step processes' reports claim no downstream job for it."""
+    return f"rivers:stopping:{name}"
+
+
 def workers_key(executor: str) -> str:
     """Set of the names of workers that have consumed this executor's queue."""
     return f"rivers:workers:{executor}"

@@ -4,6 +4,8 @@ without reporting all leave it unrun. Real Redis, the real scripts and the hub's
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from typing import Any
 
 import pytest
@@ -12,13 +14,14 @@ import rivers as rs
 from rivers.distributed.fence import LeaseHolder
 from rivers.distributed.jobs import decode_job, fields_of, job_data, job_fields
 from rivers.distributed.worker import TAKE_SCRIPT
-from rivers.executors.pool_process import REPORTED, STALE, PoolResult
+from rivers.executors.pool import ProcessPool
+from rivers.executors.pool_process import REPORTED, STALE, AttemptOwner, ClaimedJob, NextJob, PoolResult
 from rivers.queues import keys
 from rivers.queues.armed import ARM_SCRIPT, DISARM_SCRIPT, armed_fields
 from rivers.queues.base import StepRequest
 from rivers.queues.redis import RedisHub, _Pending
 from rivers.results import StepResult
-from rivers.runtime import StepCall
+from rivers.runtime import Fence, StepCall
 from tests.redis_server import RedisServer, wait_for
 from tests.unit.plans import parallel_plan
 
@@ -41,8 +44,8 @@ def started_upstream(client: Any, job_id: str = "up") -> None:
 
 def arm(client: Any, job_id: str = "down", upstream: str = "up", token: str = "") -> int:
     job = job_data(job_id, '{"step": "down"}', REPLY_TO, None)
-    fields = armed_fields(fields_of(job, "rivers:parallel", f"{RUN} down"), upstream, keys.run_key(RUN), token,
-                          "down")
+    fields = armed_fields(fields_of(job, "rivers:parallel", f"{RUN} {job_id}"), upstream, keys.run_key(RUN), token,
+                          job_id)  # its step key is its id
     return client.eval(ARM_SCRIPT, 0, upstream, keys.run_reports_key(RUN), job_id,
                        *(item for pair in fields.items() for item in pair))
 
@@ -208,3 +211,88 @@ def test_arming_on_an_attempt_that_is_not_this_hubs_running_one_is_refused(hub: 
     assert not hub.arm((RUN, "down", 1), "parallel", job, ("up", 2))  # another attempt
     assert not hub.arm((RUN, "down", 1), "parallel", job, ("nosuch", 1))
     assert not client.exists(keys.job_key("down")) and not hub.armed
+
+
+# -- the step process that reported goes on with the job its report released ---------------------------------
+def report_and_take(server: RedisServer, key: bytes | None = None) -> PoolResult:
+    result = StepResult(run_id=RUN, step_key="up", attempt=1, status="succeeded", outputs=[])
+    holder = LeaseHolder(server.url, WORKER, "rivers:parallel", key)
+    return holder.report_and_take("up", REPLY_TO, PoolResult(result.model_dump_json(), ""))
+
+
+def test_the_report_claims_the_released_job_for_the_process_that_reported(server: RedisServer,
+                                                                          client: Any) -> None:
+    started_upstream(client)
+    arm(client, "d1")
+    arm(client, "d2")
+    reported = report_and_take(server)
+    assert reported.reported == REPORTED
+    assert reported.next == NextJob("d1", '{"step": "down"}', REPLY_TO)  # the first one, run next in that process
+    assert client.get(keys.lease_key("d1")) == WORKER.encode()  # claimed for its worker, as a take claims
+    assert status(client, "d1") == keys.STARTED.encode()
+    assert client.hget(keys.run_jobs_key(RUN), "d1") == b"d1"
+    assert client.lrange(QUEUE, 0, -1) == [b"d2"]  # one per report: the other goes to the queue, for any worker
+
+
+def test_nothing_is_claimed_for_a_stopping_worker_or_from_another_queue(server: RedisServer, client: Any) -> None:
+    started_upstream(client)
+    job = job_data("other", "{}", REPLY_TO, None)
+    fields = armed_fields(fields_of(job, "rivers:gpu", f"{RUN} other"), "up", keys.run_key(RUN), "", "other")
+    client.eval(ARM_SCRIPT, 0, "up", keys.run_reports_key(RUN), "other", *(i for pair in fields.items() for i in pair))
+    arm(client, "d1")
+    client.set(keys.stopping_key(WORKER), "1")  # its first SIGTERM: it takes nothing new
+    reported = report_and_take(server)
+    assert reported.reported == REPORTED and reported.next is None and reported.claimed is None
+    assert client.lrange(QUEUE, 0, -1) == [b"d1"]
+    assert client.lrange(keys.queue_key("gpu"), 0, -1) == [b"other"]
+    assert not client.exists(keys.lease_key("d1"))
+
+
+def test_a_claimed_job_that_does_not_verify_is_handed_to_the_worker_unrun(server: RedisServer,
+                                                                          client: Any) -> None:
+    """Signed under another secret: the step process neither runs nor parses it; its worker refuses it."""
+    started_upstream(client)
+    forged = job_data("d1", '{"step": "down"}', REPLY_TO, b"another secret")
+    fields = armed_fields(fields_of(forged, "rivers:parallel", f"{RUN} down"), "up", keys.run_key(RUN), "", "down")
+    client.eval(ARM_SCRIPT, 0, "up", keys.run_reports_key(RUN), "d1", *(i for pair in fields.items() for i in pair))
+    reported = report_and_take(server, key=b"our secret")
+    assert reported.next is None
+    assert reported.claimed == ClaimedJob("d1", forged.data, forged.signature.encode())
+
+
+class Continuing(AttemptOwner):
+    """In the pool's own process: t1's report claims t2 (the spec is unreadable: t2 fails at once, and is reported)."""
+
+    def fence(self, ticket: str, step_key: str) -> Fence:
+        return lambda output: None
+
+    def report(self, ticket: str, route: str, result: PoolResult) -> str:
+        return REPORTED
+
+    def report_and_take(self, ticket: str, route: str, result: PoolResult) -> PoolResult:
+        following = NextJob("t2", "not a spec either", REPLY_TO) if ticket == "t1" else None
+        return dataclasses.replace(result, reported=REPORTED, next=following)
+
+
+def test_the_pool_follows_a_process_onto_the_job_its_report_claimed() -> None:
+    started: list[str] = []
+    pool = ProcessPool(2, Continuing(), on_start=started.append)
+    got: dict[str, PoolResult] = {}
+    done = threading.Event()
+
+    def reply(ticket: str, result: PoolResult) -> None:
+        got[ticket] = result
+        if ticket == "t2":
+            done.set()
+
+    try:
+        pool.submit("t1", "not a spec", reply, route=REPLY_TO)
+        assert done.wait(60)  # t2 was never submitted: its result comes to t1's reply, from the same process
+        assert got["t1"].next == NextJob("t2", "not a spec either", REPLY_TO)
+        assert got["t2"].reported == REPORTED and got["t2"].failure.startswith("UnreadableSpec")
+        assert started == ["t1", "t2"]
+        with pool._lock:
+            assert all(slot.task is None for slot in pool._state.slots)
+            assert sorted(slot.finished for slot in pool._state.slots) == [0, 2]
+    finally:
+        pool.shutdown()
