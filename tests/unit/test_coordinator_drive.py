@@ -55,6 +55,12 @@ class Queue:
         self.put_on: dict[str, threading.Thread] = {}
         self.reporters: dict[str, threading.Thread] = {}
 
+    def arm(self, call: StepCall, upstream: tuple[str, int]) -> bool:
+        return False  # a queue that cannot hold a step for its upstream's report (only Redis can)
+
+    def disarm(self, call: StepCall) -> None:
+        raise AssertionError("nothing was armed")
+
     def prepare(self, call: StepCall) -> None:
         pass
 

@@ -52,6 +52,12 @@ class RemoteQueue:
         self.sent: dict[str, str] = {}
         self._prepared: dict[str, threading.Event] = {key: threading.Event() for key in plan.steps}
 
+    def arm(self, call: StepCall, upstream: tuple[str, int]) -> bool:
+        return False  # a queue that cannot hold a step for its upstream's report (only Redis can)
+
+    def disarm(self, call: StepCall) -> None:
+        raise AssertionError("nothing was armed")
+
     def prepare(self, call: StepCall) -> None:
         self.events.append(("prepare", call.step_key))
         self.specs.prepare(call)
