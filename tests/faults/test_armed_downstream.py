@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
 from rivers.queues import keys
 from tests.conftest import Background, WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
+from tests.pipelines import import_exit_once
 from tests.redis_server import wait_for
 
 pytestmark = pytest.mark.slow
@@ -51,3 +53,49 @@ def test_a_downstream_armed_on_a_killed_upstream_runs_once_after_the_retry(
     assert armed_jobs(client) == {}
     assert not [key for key in client.scan_iter(match=keys.RQ_JOB_PREFIX + "*")
                 if client.hget(key, keys.JOB_STATUS) == keys.DEFERRED.encode()]
+
+
+def jobs_of(client: redis.Redis, step_key: str) -> list[dict[str, str]]:
+    """Every job hash of one step (one per attempt), as text."""
+    found = []
+    for key in client.scan_iter(match=keys.RQ_JOB_PREFIX + "*"):
+        fields = {k.decode(): v.decode(errors="replace") for k, v in client.hgetall(key).items()}
+        if fields.get(keys.JOB_STEP) == step_key:
+            found.append(fields)
+    return found
+
+
+def test_a_claimed_downstream_whose_module_kills_its_process_is_retried_and_the_worker_serves_on(
+    redis_url: str, workers: WorkerProcesses, tmp_path: Path
+) -> None:
+    """The step process that reported the upstream claimed the downstream and died importing its module: the worker
+    knew of the claim (it came with the upstream's result), reports that attempt lost, and the retry runs once."""
+    client = redis.Redis.from_url(redis_url)
+    exits = tmp_path / "exits"
+    exits.mkdir()
+    [worker] = workers.start(redis_url, concurrency=1, env={"IMPORT_EXIT_ONCE_DIR": str(exits)})
+    created = psutil.Process(worker.pid).create_time()
+    repo = dp.make_repo([dp.source, dp.gated, import_exit_once.exits_on_first_import], tmp_path)
+    scratch = repo.resources["scratch"]
+    run = Background(repo)
+    wait_for(lambda: scratch.lines("gated"), 60, message="the upstream to start")
+    wait_for(lambda: armed_jobs(client), 30, message="the downstream to be armed on it")
+    (Path(scratch.dir) / "open").touch()
+    result = run.wait()
+
+    assert result.success, result.failed_assets
+    step = result.step_results["exits_on_first_import"]
+    assert step.attempt == 2 and len(scratch.lines("exits_on_first_import")) == 1
+    assert len(scratch.lines("gated")) == 1 and repo.load_node("exits_on_first_import") == repo.load_node("gated") + 1
+    # the first attempt was the continuation: claimed by the upstream's report, in the process that reported it
+    died = int((exits / "exited").read_text())
+    assert died == int(scratch.lines("gated")[0])
+    [upstream] = jobs_of(client, "gated")
+    first = [job for job in jobs_of(client, "exits_on_first_import") if job[keys.JOB_STARTED_AT] and
+             job[keys.JOB_STARTED_AT] == upstream[keys.JOB_ENDED_AT]]
+    assert len(first) == 1 and first[0][keys.JOB_WORKER] == upstream[keys.JOB_WORKER]
+    # reported by the worker when the process died, not found lost when its lease lapsed
+    assert first[0][keys.JOB_EXC_INFO] == ("WorkerLost: worker process died: exited with code 3 while running "
+                                    "'exits_on_first_import'")
+    assert worker.poll() is None and psutil.Process(worker.pid).create_time() == created
+    assert step.pid != died and step.pid in {child.pid for child in psutil.Process(worker.pid).children(True)}
