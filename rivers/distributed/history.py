@@ -251,7 +251,9 @@ class EmbeddedRecord:
 
     The run's thread only queues events: a writer thread sends them in batches (two round trips per batch,
     at most one batch per RECORD_LINGER_S until the run ends), so that recording never sits between a step's
-    end and its downstream's start, nor wakes up at each of them.
+    end and its downstream's start, nor wakes up at each of them. A batch Redis refused (Redis away) is kept and
+    sent again with the next one, so a record catches up once Redis is back; the end is tried even if nothing
+    else could be written.
     """
 
     def __init__(self, client: Any, run_id: str, owner: str) -> None:
@@ -260,7 +262,8 @@ class EmbeddedRecord:
         self.owner = owner
         self.tally = Tally()
         self._planned: list[Step] = []
-        self._broken = False
+        self._unsent: list[tuple[dict[str, Any], StepResult | None]] = []  # refused batches, sent with the next
+        self._failing = False  # the last write failed (warned once per outage)
         self._queue: queue.SimpleQueue[tuple[dict[str, Any], StepResult | None] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._ended = threading.Event()
@@ -298,10 +301,10 @@ class EmbeddedRecord:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            items = [item for item in batch if item is not None]
+            items = self._unsent + [item for item in batch if item is not None]
             if items:
-                self._safely(partial(self._write, items))
-            if len(items) < len(batch):
+                self._unsent = [] if self._safely(partial(self._write, items)) else items
+            if None in batch:
                 return
 
     def _write(self, items: list[tuple[dict[str, Any], StepResult | None]]) -> None:
@@ -309,7 +312,7 @@ class EmbeddedRecord:
         workers = workers_of(self.client, self.run_id, [entry["step"] for entry, _ in ended])
         for (entry, result), worker in zip(ended, workers, strict=True):
             entry["worker"] = worker or f"local (pid {result.pid})"
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=True)  # all or nothing: a batch sent again is not doubled
         pipe.rpush(keys.run_events_key(self.run_id), *[json.dumps(entry) for entry, _ in items])
         retention_ms = max(1, int(defaults.RUN_RETENTION_S * 1000))  # bounded even if this process dies
         for entry, result in ended:
@@ -331,15 +334,20 @@ class EmbeddedRecord:
             self._writer.join()
             self._writer = None
 
-    def _safely(self, action: Callable[[], Any]) -> Any:
-        if self._broken:
-            return None
+    def _safely(self, action: Callable[[], Any]) -> bool:
+        """Run one write; False (and one warning per outage) when Redis refused it: the run goes on regardless."""
         try:
-            return action()
-        except Exception as exc:  # noqa: BLE001 - the run goes on without its record
-            self._broken = True
-            get_logger().warning("run.record_failed", run_id=self.run_id, error=repr(exc))
-            return None
+            action()
+        except Exception as exc:  # noqa: BLE001 - the run goes on; its record catches up when Redis is back
+            if not self._failing:
+                get_logger().warning("run.record_failed", run_id=self.run_id, error=repr(exc),
+                                     unsent=len(self._unsent))
+            self._failing = True
+            return False
+        if self._failing:
+            get_logger().warning("run.record_resumed", run_id=self.run_id)
+        self._failing = False
+        return True
 
     def watch(self, execute: Callable[[], RunResult]) -> RunResult:
         """Run `execute` (the coordinator) and record how the run ended."""
@@ -376,8 +384,14 @@ class EmbeddedRecord:
                     reason="this process stopped renewing the run's alive key for a while and the run was listed "
                            "as failed; the run did finish here, and its record now says how")
 
-        self._broken = False  # one last try: a run left "running" forever would mislead
-        self._safely(end)
+        def catch_up_and_end() -> None:
+            if self._unsent:  # what an outage kept back, then the end
+                self._write(self._unsent)
+                self._unsent = []
+            end()
+
+        self._failing = False  # tried even after failed writes: a run left "running" forever would mislead
+        self._safely(catch_up_and_end)
 
 
 def embedded_record(repository: CodeRepository, request: RunRequest) -> EmbeddedRecord | None:
