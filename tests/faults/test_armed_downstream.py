@@ -13,7 +13,7 @@ from rivers.queues import keys
 from tests.conftest import Background, WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
 from tests.pipelines import import_exit_once
-from tests.redis_server import wait_for
+from tests.redis_server import RedisServer, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +99,28 @@ def test_a_claimed_downstream_whose_module_kills_its_process_is_retried_and_the_
                                     "'exits_on_first_import'")
     assert worker.poll() is None and psutil.Process(worker.pid).create_time() == created
     assert step.pid != died and step.pid in {child.pid for child in psutil.Process(worker.pid).children(True)}
+
+
+@pytest.mark.usefixtures("fast_watch", "short_lease")
+def test_a_downstream_armed_when_redis_loses_its_data_runs_once_after_the_upstream_is_sent_again(
+    forgetful_redis: RedisServer, workers: WorkerProcesses, tmp_path: Path
+) -> None:
+    """Redis restarts empty while the upstream runs and its downstream is armed: both jobs, the run's keys and the
+    lease are gone. The upstream is sent again, and the downstream runs once, after the attempt that succeeded."""
+    client = forgetful_redis.client()
+    workers.start(forgetful_redis.url, concurrency=2)
+    repo = dp.make_repo([dp.source, dp.gated, dp.after_gated], tmp_path)
+    scratch = repo.resources["scratch"]
+    run = Background(repo)
+    wait_for(lambda: scratch.lines("gated"), 60, message="the upstream to start")
+    wait_for(lambda: armed_jobs(client), 30, message="the downstream to be armed on it")
+    forgetful_redis.restart()
+    wait_for(lambda: len(scratch.lines("gated")) == 2, 30, message="the upstream to be sent again and start")
+    (Path(scratch.dir) / "open").touch()
+    result = run.wait()
+    assert result.success, result.failed_assets
+    assert result.step_results["gated"].attempt == 2
+    assert len(scratch.lines("after_gated")) == 1
+    downstream, retry = result.step_results["after_gated"], result.step_results["gated"]
+    assert downstream.started_at >= retry.started_at + retry.duration_s
+    assert armed_jobs(client) == {}
