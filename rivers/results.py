@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from rivers.definitions.metadata import MetadataDict
+from rivers.definitions.policies import reason_of
 
 StepStatus = Literal["succeeded", "failed"]
 
@@ -35,7 +36,7 @@ class StepError(BaseModel):
             message=str(exc),
             traceback="".join(traceback.format_exception(exc)),
             infrastructure=infrastructure,
-            reason=reason or ("infrastructure" if infrastructure else "error"),
+            reason=reason or reason_of(exc, infrastructure=infrastructure).value,
         )
 
     def summary(self) -> str:

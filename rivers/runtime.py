@@ -32,7 +32,7 @@ from rivers.definitions.assets import MultiAsset, SelfDependency
 from rivers.definitions.contexts import AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.nodes import NodeDefinition
 from rivers.definitions.outputs import DynamicOutput, Materialization, Output, coerce_metadata
-from rivers.definitions.policies import Hook, HookContext, RetryPolicy
+from rivers.definitions.policies import Hook, HookContext, RetryPolicy, reason_of
 from rivers.exceptions import AssetOutputValidationError
 from rivers.io.base import InputContext, OutputContext
 from rivers.kubernetes.pod_request import PodRequest
@@ -442,7 +442,9 @@ def will_retry(policy: RetryPolicy | None, attempt: int, exc: BaseException | No
     """Whether the coordinator will run a step whose attempt failed with `exc` again."""
     if policy is None or attempt > policy.max_retries:
         return False
-    return policy.retries(type(exc) if exc is not None else None)
+    if exc is None:
+        return policy.retries(None)
+    return policy.retries(type(exc), reason_of(exc))
 
 
 def fire_hooks(hooks: list[Hook] | None, hc: HookContext[Any]) -> None:

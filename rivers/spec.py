@@ -28,7 +28,7 @@ import traceback
 import typing
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import cloudpickle
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -38,7 +38,7 @@ from rivers import secrets, signing
 from rivers.definitions.assets import AssetDef, MultiAsset
 from rivers.definitions.contexts import CONTEXT_TYPES
 from rivers.definitions.nodes import NodeDefinition
-from rivers.definitions.policies import Backoff, RetryOn, RetryPolicy
+from rivers.definitions.policies import Backoff, FailureReason, RetryOn, RetryPolicy
 from rivers.definitions.resources import setup_resource, teardown_resource
 from rivers.exceptions import BadSignature, SpecError
 from rivers.io.base import BaseIOHandler
@@ -99,15 +99,19 @@ class OutputSpec(BaseModel):
     fan_out: bool = False
 
 
+RetryOnValue = Literal["all", "transient"]  # RetryOn's values
+FailureReasonValue = Literal["error", "out_of_memory", "timeout", "infrastructure", "cancelled"]  # FailureReason's
+
+
 class RetrySpec(BaseModel):
     """A RetryPolicy: the worker needs it to know whether a failed attempt fires the failure hooks."""
 
     max_retries: int
-    retry_on: str | list[Code]  # "all" | "transient" | exception classes
+    retry_on: RetryOnValue | list[Code | FailureReasonValue]  # a RetryOn, or exception classes and FailureReasons
     backoff: dict[str, Any] | None = None
 
 
-PROTOCOL = 3  # the StepSpec format; bumped whenever a spec of one rivers cannot be read by another
+PROTOCOL = 4  # the StepSpec format; bumped whenever a spec of one rivers cannot be read by another
 
 
 class StepSpec(BaseModel):
@@ -196,7 +200,8 @@ def read_spec(spec_json: str | bytes) -> StepSpec:
         return StepSpec.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(the whole spec)"
+        path = [str(part) for part in first["loc"] if "[" not in str(part)]  # without pydantic's union tags
+        field = ".".join(path) or "(the whole spec)"
         raise UnreadableSpec(
             f"{name}: cannot read field '{field}' of its spec ({first['msg']}); the spec was sent by {theirs}, "
             f"this worker runs {ours}", header) from None
@@ -301,11 +306,12 @@ def _value_fields(value: Any, step: str) -> dict[str, Any]:
 
 def retry_spec(policy: RetryPolicy, step: str) -> RetrySpec:
     retry_on = policy.retry_on
-    classes: str | list[Code] = (
-        retry_on.value if isinstance(retry_on, RetryOn) else [class_code(cls, step) for cls in retry_on]
+    classes: str | list[Code | str] = (
+        retry_on.value if isinstance(retry_on, RetryOn)
+        else [item.value if isinstance(item, FailureReason) else class_code(item, step) for item in retry_on]
     )
     backoff = dataclasses.asdict(policy.backoff) if policy.backoff is not None else None
-    return RetrySpec(max_retries=policy.max_retries, retry_on=classes, backoff=backoff)
+    return RetrySpec.model_validate({"max_retries": policy.max_retries, "retry_on": classes, "backoff": backoff})
 
 
 def definition_code(definition: NodeDefinition) -> Code:
@@ -440,11 +446,12 @@ def call_from_spec(spec: StepSpec) -> StepCall:
 
 
 def _retry_policy(spec: RetrySpec, step: str) -> RetryPolicy:
-    retry_on: RetryOn | list[type[BaseException]]
+    retry_on: RetryOn | list[type[BaseException] | FailureReason]
     if isinstance(spec.retry_on, str):
         retry_on = RetryOn(spec.retry_on)
     else:
-        retry_on = [load_code(code, step, _is_exception_class, "an exception class") for code in spec.retry_on]
+        retry_on = [FailureReason(item) if isinstance(item, str)
+                    else load_code(item, step, _is_exception_class, "an exception class") for item in spec.retry_on]
     backoff = Backoff(**spec.backoff) if spec.backoff is not None else None
     return RetryPolicy(spec.max_retries, backoff=backoff, retry_on=retry_on)
 

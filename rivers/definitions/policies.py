@@ -21,8 +21,8 @@ class FailureReason(enum.Enum):
     """Why an attempt failed; recorded on every failed attempt (`StepError.reason` holds its value)."""
 
     ERROR = "error"  # the step raised
-    OUT_OF_MEMORY = "out_of_memory"  # its pod was OOMKilled
-    TIMEOUT = "timeout"
+    OUT_OF_MEMORY = "out_of_memory"  # its pod was OOMKilled, or the step raised MemoryError
+    TIMEOUT = "timeout"  # the step raised TimeoutError (a deadline of its own passed)
     INFRASTRUCTURE = "infrastructure"  # its worker or pod died, never started, or was deleted
     CANCELLED = "cancelled"
 
@@ -68,6 +68,18 @@ class ComputeEscalation:
 
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (MemoryError, TimeoutError, WorkerLost)
+TRANSIENT_REASONS = frozenset({FailureReason.OUT_OF_MEMORY, FailureReason.TIMEOUT, FailureReason.INFRASTRUCTURE})
+
+
+def reason_of(exc: BaseException | None, *, infrastructure: bool = False) -> FailureReason:
+    """The FailureReason of an attempt that raised `exc` (as rivers 0.6 records it), or that never ran."""
+    if infrastructure:
+        return FailureReason.INFRASTRUCTURE
+    if isinstance(exc, MemoryError):
+        return FailureReason.OUT_OF_MEMORY
+    if isinstance(exc, TimeoutError):
+        return FailureReason.TIMEOUT
+    return FailureReason.ERROR
 
 
 @dataclass(frozen=True)
@@ -148,29 +160,35 @@ class RetryPolicy:
         max_retries: int = 1,
         *,
         backoff: Backoff | None = None,
-        retry_on: RetryOn | Sequence[type[BaseException]] | None = None,
+        retry_on: RetryOn | Sequence[type[BaseException] | FailureReason] | None = None,
         escalate: ComputeEscalation | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if retry_on is not None and not isinstance(retry_on, RetryOn):
             for item in retry_on:
-                if not (isinstance(item, type) and issubclass(item, BaseException)):
-                    raise TypeError(f"retry_on must list exception classes, got {item!r}")
+                exception_class = isinstance(item, type) and issubclass(item, BaseException)
+                if not (exception_class or isinstance(item, FailureReason)):
+                    raise TypeError(f"retry_on elements must be exception types or FailureReason values, got {item!r}")
             retry_on = tuple(retry_on)
         self.max_retries = max_retries
         self.backoff = backoff
-        self.retry_on: RetryOn | tuple[type[BaseException], ...] = retry_on or RetryOn.ALL
+        self.retry_on: RetryOn | tuple[type[BaseException] | FailureReason, ...] = retry_on or RetryOn.ALL
         if escalate is not None and not isinstance(escalate, ComputeEscalation):
             raise TypeError(f"escalate must be a ComputeEscalation, got {escalate!r}")
         self.escalate = escalate
 
-    def retries(self, error_type: type[BaseException] | None) -> bool:
-        """Whether an error of this type is worth another attempt."""
+    def retries(self, error_type: type[BaseException] | None, reason: FailureReason | None = None) -> bool:
+        """Whether an attempt that failed with an error of this type, for this reason, is worth another one."""
         if self.retry_on is RetryOn.ALL:
             return True
-        classes = TRANSIENT_ERRORS if self.retry_on is RetryOn.TRANSIENT else self.retry_on
-        return error_type is not None and issubclass(error_type, classes)
+        if self.retry_on is RetryOn.TRANSIENT:
+            classes: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
+            reasons: frozenset[FailureReason] = TRANSIENT_REASONS
+        else:
+            classes = tuple(item for item in self.retry_on if isinstance(item, type))
+            reasons = frozenset(item for item in self.retry_on if isinstance(item, FailureReason))
+        return reason in reasons or (error_type is not None and issubclass(error_type, classes))
 
     def delay(self, retry_number: int) -> float:
         return self.backoff.delay(retry_number) if self.backoff else 0.0

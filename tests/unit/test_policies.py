@@ -63,10 +63,36 @@ def test_retry_on_transient() -> None:
     assert not make_repo([other]).materialize(raise_on_error=False).success and len(attempts2) == 1
 
 
-@pytest.mark.parametrize("bad", [[int], ["ValueError"], [ValueError, 3]])
+@pytest.mark.parametrize("bad", [[int], ["ValueError"], [ValueError, 3], ["timeout"], [rs.RetryOn.TRANSIENT]])
 def test_retry_on_non_exception_classes_is_a_type_error(bad: list[Any]) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^retry_on elements must be exception types or FailureReason values, got "):
         rs.RetryPolicy(retry_on=bad)
+
+
+@pytest.mark.parametrize(("raised", "reason"), [(MemoryError, "out_of_memory"), (TimeoutError, "timeout"),
+                                                (ValueError, "error")])
+def test_an_attempt_records_why_it_failed_as_rivers_does(raised: type[Exception], reason: str) -> None:
+    """MemoryError is out_of_memory and TimeoutError timeout (rivers 0.6.2 records the same), else error."""
+    asset, _ = flaky(1, raised)
+    result = make_repo([asset]).materialize(raise_on_error=False)
+    error = result.step_results["flaky"].error
+    assert error is not None and error.reason == reason
+
+
+@pytest.mark.parametrize(("raised", "listed", "retried"), [
+    (MemoryError, [rs.FailureReason.OUT_OF_MEMORY], True),
+    (TimeoutError, [rs.FailureReason.TIMEOUT], True),
+    (ValueError, [rs.FailureReason.ERROR], True),
+    (ValueError, [rs.FailureReason.TIMEOUT, KeyError], False),
+    (KeyError, [rs.FailureReason.TIMEOUT, KeyError], True),
+    (MemoryError, [rs.FailureReason.TIMEOUT], False),
+])
+def test_retry_on_lists_failure_reasons_beside_exception_classes(
+    raised: type[Exception], listed: list[Any], retried: bool
+) -> None:
+    asset, attempts = flaky(1, raised, retry=rs.RetryPolicy(1, retry_on=listed))
+    assert make_repo([asset]).materialize(raise_on_error=False).success is retried
+    assert len(attempts) == (2 if retried else 1)
 
 
 def test_retry_precedence_node_then_materialize_then_default() -> None:

@@ -313,6 +313,24 @@ def test_retry_on_transient() -> None:
     assert state.retry_delay(step, fail(step, 1, ValueError("v"))) is None
 
 
+def test_retry_on_failure_reasons_reads_the_reason_of_a_report() -> None:
+    """A report carries its FailureReason: a listed reason retries whatever the type (even one never imported)."""
+    state = diamond(rs.RetryPolicy(max_retries=2, retry_on=[rs.FailureReason.OUT_OF_MEMORY,
+                                                            rs.FailureReason.INFRASTRUCTURE]))
+    step, _ = run_to(state, "root")
+    oom = StepResult.model_validate_json(fail(step, 1, WorkerLost("OOMKilled"), infrastructure=True).model_dump_json())
+    assert oom.error is not None
+    oom.error.reason, oom.error.module = "out_of_memory", "tests.never_imported_module_of_run_state"
+    assert state.retry_delay(step, oom) == 0.0
+    assert state.retry_delay(step, fail(step, 1, WorkerLost("gone"), infrastructure=True)) == 0.0
+    assert state.retry_delay(step, fail(step, 1, MemoryError())) == 0.0
+    assert state.retry_delay(step, fail(step, 1, TimeoutError("slow"))) is None
+    unknown = fail(step, 1, ValueError("v"))
+    assert unknown.error is not None
+    unknown.error.reason = "not a reason"  # a report from elsewhere: an unknown reason matches nothing
+    assert state.retry_delay(step, unknown) is None
+
+
 # -- fan-out --------------------------------------------------------------------------------------------
 def expanded(state: RunState, keys: list[str]) -> tuple[Step, list[Step], StepResult | None]:
     """Run the source to success with these item keys and expand the mapped step as the coordinator does."""

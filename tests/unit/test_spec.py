@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,17 @@ from rivers.exceptions import SpecError
 from rivers.resolve import Param, Resolver
 from rivers.results import StepResult
 from rivers.runtime import StepCall, run_step
-from rivers.spec import ObjectSpec, Pickled, Ref, StepSpec, call_from_spec, rebuild, spec_from_call
+from rivers.spec import (
+    ObjectSpec,
+    Pickled,
+    Ref,
+    StepSpec,
+    UnreadableSpec,
+    call_from_spec,
+    read_spec,
+    rebuild,
+    spec_from_call,
+)
 from tests.pipelines import parallel_spec as ps
 
 
@@ -143,6 +154,13 @@ def test_retry_policy_and_constants_travel(handler: rs.PickleIOHandler) -> None:
     rebuilt = through_json(call)
     assert rebuilt.retry is not None and rebuilt.retry.max_retries == 2 and rebuilt.retry.delay(1) == 1.5
     assert rebuilt.retry.retries(UnicodeError) and not rebuilt.retry.retries(KeyError)
+    call.retry = rs.RetryPolicy(1, retry_on=[rs.FailureReason.TIMEOUT, KeyError])
+    rebuilt = through_json(call)
+    assert rebuilt.retry is not None and rebuilt.retry.retry_on == (rs.FailureReason.TIMEOUT, KeyError)
+    sent = json.loads(spec_from_call(call, "parallel").model_dump_json())
+    sent["retry"]["retry_on"][0] = "soon"  # no such FailureReason: the field is named, nothing is guessed
+    with pytest.raises(UnreadableSpec, match=r"cannot read field 'retry\.retry_on' "):
+        read_spec(json.dumps(sent))
     assert [(p.kind, p.value, p.iterate) for p in rebuilt.params] == [
         ("const", (1, 2), False), ("const", "s", False), ("collect", ["a__0", "a__1"], True),
     ]
