@@ -16,6 +16,11 @@ class RetryOn(enum.Enum):
     ALL = "all"
     TRANSIENT = "transient"
 
+    def __repr__(self) -> str:
+        return f"RetryOn.{self.name}"
+
+    __str__ = __repr__
+
 
 class FailureReason(enum.Enum):
     """Why an attempt failed; recorded on every failed attempt (`StepError.reason` holds its value)."""
@@ -127,6 +132,22 @@ class Backoff:
             raise ConfigurationError("Backoff.fixed requires a non-empty schedule")
         return Backoff("fixed", delays[0], jitter=jitter, schedule=delays)
 
+    def __repr__(self) -> str:
+        """The call that builds it, as written (defaults left out)."""
+        if self.kind == "fixed":
+            shown = [f"[{', '.join(f'{d:g}' for d in self.schedule)}]"]
+        else:
+            shown = [f"{self.base:g}"]
+        if self.kind == "linear" and self.initial:
+            shown.append(f"initial={self.initial:g}")
+        if self.kind == "exponential" and self.factor != 2.0:
+            shown.append(f"factor={self.factor:g}")
+        if self.jitter:
+            shown.append(f"jitter={self.jitter:g}")
+        if self.max_delay is not None:
+            shown.append(f"max_delay={self.max_delay:g}")
+        return f"Backoff.{self.kind}({', '.join(shown)})"
+
     def delay(self, retry_number: int) -> float:
         if self.kind == "constant":
             delay = self.base
@@ -194,9 +215,17 @@ class RetryPolicy:
         return self.backoff.delay(retry_number) if self.backoff else 0.0
 
     def __repr__(self) -> str:
-        escalate = f", escalate={self.escalate!r}" if self.escalate is not None else ""
-        return (f"RetryPolicy(max_retries={self.max_retries}, backoff={self.backoff!r}, retry_on={self.retry_on!r}"
-                f"{escalate})")
+        shown = [f"max_retries={self.max_retries}"]  # as rivers shows it, then what differs from the defaults
+        if self.backoff is not None:
+            shown.append(f"backoff={self.backoff!r}")
+        if isinstance(self.retry_on, tuple):
+            listed = ", ".join(item.__qualname__ if isinstance(item, type) else repr(item) for item in self.retry_on)
+            shown.append(f"retry_on=[{listed}]")
+        elif self.retry_on is not RetryOn.ALL:
+            shown.append(f"retry_on={self.retry_on!r}")
+        if self.escalate is not None:
+            shown.append(f"escalate={self.escalate!r}")
+        return f"RetryPolicy({', '.join(shown)})"
 
 
 ConfigT = TypeVar("ConfigT")

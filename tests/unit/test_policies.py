@@ -222,3 +222,20 @@ def test_hook_config_is_the_step_config() -> None:
 def test_compute_outside_kubernetes() -> None:
     compute = rs.Compute(cpu="1", memory="1Gi", gpu=1)
     assert (compute.cpu, compute.memory, compute.gpu) == ("1", "1Gi", 1)
+
+
+def test_reprs_read_as_the_calls_that_build_them() -> None:
+    """rivers 0.6.2 shows `RetryPolicy(max_retries=2)` and `RetryOn.TRANSIENT`; we add only what differs from the
+    defaults, written as it would be typed."""
+    assert repr(rs.RetryPolicy(max_retries=2)) == "RetryPolicy(max_retries=2)"
+    assert repr(rs.RetryOn.TRANSIENT) == "RetryOn.TRANSIENT"
+    assert repr(rs.FailureReason.TIMEOUT) == "FailureReason.TIMEOUT"
+    policy = rs.RetryPolicy(2, backoff=rs.Backoff.fixed([0.5, 2]), retry_on=[KeyError, rs.FailureReason.TIMEOUT])
+    assert repr(policy) == ("RetryPolicy(max_retries=2, backoff=Backoff.fixed([0.5, 2]), "
+                            "retry_on=[KeyError, FailureReason.TIMEOUT])")
+    linear = rs.Backoff.linear(1, initial=2, jitter=0.5, max_delay=10)
+    assert repr(rs.RetryPolicy(1, backoff=linear, retry_on=rs.RetryOn.TRANSIENT)) == (
+        "RetryPolicy(max_retries=1, backoff=Backoff.linear(1, initial=2, jitter=0.5, max_delay=10), "
+        "retry_on=RetryOn.TRANSIENT)")
+    assert repr(rs.Backoff.exponential(0.5, factor=3)) == "Backoff.exponential(0.5, factor=3)"
+    assert repr(rs.Backoff.constant(1.5)) == "Backoff.constant(1.5)"
