@@ -91,7 +91,8 @@ def reason_of(exc: BaseException | None, *, infrastructure: bool = False) -> Fai
 class Backoff:
     """Delay before retry `n` (1-based): constant, linear, exponential or a fixed schedule, with jitter and a cap.
 
-    `jitter` is a fraction in [0, 1] of the delay added at random; `max_delay` caps the result, jitter included.
+    `jitter` J in [0, 1] spreads the delay at random over delay·(1 ± J), as rivers does; `max_delay` caps the result,
+    jitter included.
     """
 
     kind: str
@@ -106,6 +107,8 @@ class Backoff:
         if not 0.0 <= self.jitter <= 1.0:  # NaN fails both comparisons
             shown = "NaN" if math.isnan(self.jitter) else self.jitter
             raise ConfigurationError(f"jitter must be between 0.0 and 1.0, got {shown}")
+        if self.kind == "exponential" and not self.factor > 0:
+            raise ConfigurationError(f"Backoff.exponential factor must be > 0, got {self.factor:g}")
         object.__setattr__(self, "schedule", tuple(self.schedule))  # a list after a trip through a spec's JSON
 
     @staticmethod
@@ -158,7 +161,7 @@ class Backoff:
         else:
             delay = self.base * self.factor ** (retry_number - 1)
         if self.jitter:
-            delay += random.uniform(0, self.jitter * delay)
+            delay *= random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
         if self.max_delay is not None:
             delay = min(delay, self.max_delay)
         return max(0.0, delay)
@@ -184,17 +187,26 @@ class RetryPolicy:
         retry_on: RetryOn | Sequence[type[BaseException] | FailureReason] | None = None,
         escalate: ComputeEscalation | None = None,
     ) -> None:
+        if not isinstance(max_retries, int):
+            raise TypeError(f"max_retries must be a whole number, got {max_retries!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a Backoff (Backoff.constant(...) and the like), got {backoff!r}")
+        if retry_on is not None and not isinstance(retry_on, (RetryOn, list, tuple)):
+            raise ConfigurationError("retry_on must be RetryOn.ALL, RetryOn.TRANSIENT, or a list of exception types "
+                                     f"/ FailureReason values, got {retry_on!r}")
         if retry_on is not None and not isinstance(retry_on, RetryOn):
             for item in retry_on:
                 exception_class = isinstance(item, type) and issubclass(item, BaseException)
                 if not (exception_class or isinstance(item, FailureReason)):
                     raise TypeError(f"retry_on elements must be exception types or FailureReason values, got {item!r}")
             retry_on = tuple(retry_on)
-        self.max_retries = max_retries
+        self.max_retries = int(max_retries)  # True is 1, as in rivers
         self.backoff = backoff
-        self.retry_on: RetryOn | tuple[type[BaseException] | FailureReason, ...] = retry_on or RetryOn.ALL
+        # an empty list retries nothing (as in rivers): only None means the default, ALL
+        self.retry_on: RetryOn | tuple[type[BaseException] | FailureReason, ...] = (
+            RetryOn.ALL if retry_on is None else retry_on)
         if escalate is not None and not isinstance(escalate, ComputeEscalation):
             raise TypeError(f"escalate must be a ComputeEscalation, got {escalate!r}")
         self.escalate = escalate
@@ -337,7 +349,7 @@ class Compute:
 
     cpu: str | None = None
     memory: str | None = None
-    gpu: int | None = None
+    gpu: int | str | None = None  # a whole number of GPUs: rivers takes "1", an int is accepted too; kept as int
 
     def __post_init__(self) -> None:
         from rivers.kubernetes.quantity import parse_cpu, parse_memory
@@ -346,8 +358,17 @@ class Compute:
             _checked("Compute(cpu=...)", parse_cpu, self.cpu)
         if self.memory is not None:
             _checked("Compute(memory=...)", parse_memory, self.memory)
-        if self.gpu is not None and (not isinstance(self.gpu, int) or self.gpu < 0):
-            raise ConfigurationError(f"Compute(gpu=...) must be a whole number of GPUs, got {self.gpu!r}")
+        if self.gpu is not None:
+            gpu = self.gpu.strip() if isinstance(self.gpu, str) else self.gpu
+            if isinstance(gpu, str) and gpu.isdigit():
+                gpu = int(gpu)
+            if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < 0:
+                raise ConfigurationError(f"Compute(gpu=...) must be a whole number of GPUs, got {self.gpu!r}")
+            object.__setattr__(self, "gpu", gpu)
+
+    def __repr__(self) -> str:
+        shown = [f"{axis}={value!r}" for axis in ("cpu", "memory", "gpu") if (value := getattr(self, axis)) is not None]
+        return f"Compute({', '.join(shown)})"
 
 
 def _checked(what: str, parse: Callable[[str], int], value: Any) -> None:

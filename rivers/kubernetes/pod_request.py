@@ -43,7 +43,7 @@ def pod_request(executor: Kubernetes, compute: Compute | None, escalation: Compu
                 cpu = _grow_cpu(cpu, escalation.cpu_factor, grown, escalation.max_cpu)
     return PodRequest(image=executor.worker_image, namespace=executor.namespace,
                       service_account=executor.service_account, cpu=cpu, memory=memory,
-                      gpu=compute.gpu if compute else None)
+                      gpu=int(compute.gpu) if compute and compute.gpu is not None else None)
 
 
 def _axis(value: str | float | None) -> str | None:

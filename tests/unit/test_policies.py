@@ -134,8 +134,9 @@ def test_backoff_delays() -> None:
     assert [exponential.delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 8.0]
     assert rs.Backoff.exponential(1.0, factor=3.0).delay(3) == 9.0
     assert rs.Backoff.exponential(1.0, max_delay=5.0).delay(10) == 5.0
-    for n in range(1, 20):
-        assert 2.0 <= rs.Backoff.constant(2.0, jitter=0.5).delay(n) <= 3.0
+    jittered = [rs.Backoff.constant(2.0, jitter=0.5).delay(1) for _ in range(400)]
+    assert all(1.0 <= delay <= 3.0 for delay in jittered)  # delay·(1 ± J), as rivers 0.6.2 spreads it
+    assert min(jittered) < 1.5 and max(jittered) > 2.5  # both ways (400 draws: each side misses with p = 0.75**400)
     assert rs.RetryPolicy(3, backoff=rs.Backoff.linear(2.0)).delay(2) == 4.0
     assert rs.RetryPolicy(3).delay(2) == 0.0
 
@@ -239,3 +240,38 @@ def test_reprs_read_as_the_calls_that_build_them() -> None:
         "retry_on=RetryOn.TRANSIENT)")
     assert repr(rs.Backoff.exponential(0.5, factor=3)) == "Backoff.exponential(0.5, factor=3)"
     assert repr(rs.Backoff.constant(1.5)) == "Backoff.constant(1.5)"
+
+
+@pytest.mark.parametrize(("make", "error", "message"), [
+    (lambda: rs.RetryPolicy(1, retry_on=ValueError), rs.ConfigurationError,
+     "retry_on must be RetryOn.ALL, RetryOn.TRANSIENT, or a list of exception types / FailureReason values, got "),
+    (lambda: rs.RetryPolicy(1.5), TypeError, "max_retries must be a whole number, got 1.5"),
+    (lambda: rs.RetryPolicy("2"), TypeError, "max_retries must be a whole number, got '2'"),
+    (lambda: rs.RetryPolicy(1, backoff=1.0), TypeError, "backoff must be a Backoff"),
+    (lambda: rs.Backoff.exponential(1.0, factor=0), rs.ConfigurationError,
+     "Backoff.exponential factor must be > 0, got 0"),
+])
+def test_a_retry_policy_that_cannot_work_is_refused_when_defined(
+    make: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error) as raised:
+        make()
+    assert str(raised.value).startswith(message)
+
+
+def test_an_empty_retry_on_list_retries_nothing_as_in_rivers() -> None:
+    asset, attempts = flaky(1, retry=rs.RetryPolicy(2, retry_on=[]))
+    assert not make_repo([asset]).materialize(raise_on_error=False).success and len(attempts) == 1
+
+
+@pytest.mark.parametrize(("gpu", "kept"), [("1", 1), (" 2 ", 2), (1, 1), (0, 0)])
+def test_compute_takes_gpus_as_rivers_does_text_or_a_number(gpu: Any, kept: int) -> None:
+    compute = rs.Compute(gpu=gpu)
+    assert compute.gpu == kept and repr(compute) == f"Compute(gpu={kept})"
+    assert repr(rs.Compute(cpu="1", memory="1Gi")) == "Compute(cpu='1', memory='1Gi')"
+
+
+@pytest.mark.parametrize("gpu", ["x", "0.5", -1, 1.5, True])
+def test_compute_refuses_gpus_that_are_not_a_whole_number(gpu: Any) -> None:
+    with pytest.raises(rs.ConfigurationError, match=r"^Compute\(gpu=\.\.\.\) must be a whole number of GPUs, got "):
+        rs.Compute(gpu=gpu)
