@@ -420,10 +420,11 @@ class Coordinator:
         )
 
     def first_exception(self) -> BaseException | None:
-        """The first final failure's exception, rebuilt when it happened in another process."""
+        """The final failure listed first (by level, then name), rebuilt when it happened in another process."""
         if not self.state.failures:
             return None
-        return failure_exception(self.state.failures[0])
+        order = {key: index for index, key in enumerate(self.state.report_order())}
+        return failure_exception(min(self.state.failures, key=lambda result: order.get(result.step_key, len(order))))
 
 
 def failure_exception(result: StepResult) -> BaseException:

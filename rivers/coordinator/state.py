@@ -267,22 +267,45 @@ class RunState:
             counts[status] = counts.get(status, 0) + 1
         return counts
 
-    def _report_order(self) -> list[str]:
-        """Plan order, with the instances of a mapped step right after it."""
+    def report_order(self) -> list[str]:
+        """The order failures are listed (and the first raised) in, as rivers lists them: by level, then by name,
+        whatever order the repository listed its assets in; the instances of a mapped step right after it."""
+        return self._with_instances(sorted(self._planned(), key=lambda key: (self.plan.steps[key].level, key)))
+
+    def listing_order(self) -> list[str]:
+        """The order of `materialized_assets`, as rivers lists them: depth first over the names in order, each
+        step right after its upstreams (theirs in name order too)."""
         order: list[str] = []
-        for key, step in self.plan.steps.items():
-            if step.instance_of is None:
-                order.append(key)
-                order.extend(self.instances.get(key, ()))
-        return order
+        seen: set[str] = set()
+        for root in sorted(self._planned()):
+            stack: list[tuple[str, bool]] = [(root, False)]
+            while stack:  # iterative: a chain of thousands of steps is not a recursion limit
+                key, expanded = stack.pop()
+                if expanded:
+                    order.append(key)
+                    continue
+                if key in seen:
+                    continue
+                seen.add(key)
+                stack.append((key, True))
+                upstream = [up for up in self.plan.steps[key].upstream_steps if self.plan.steps[up].instance_of is None]
+                stack.extend((up, False) for up in sorted(upstream, reverse=True) if up not in seen)
+        return self._with_instances(order)
+
+    def _planned(self) -> list[str]:
+        return [key for key, step in self.plan.steps.items() if step.instance_of is None]
+
+    def _with_instances(self, keys: list[str]) -> list[str]:
+        return [each for key in keys for each in (key, *self.instances.get(key, ()))]
 
     def materialized_assets(self) -> list[str]:
-        return [out for key in self._report_order() if self.status[key] in ("succeeded", "failed")
+        """Every name the run attempted: run (succeeded or failed) or skipped because an upstream failed."""
+        return [out for key in self.listing_order() if self.status[key] in ("succeeded", "failed", "skipped")
                 for out in self.plan.steps[key].outputs]
 
     def failed_assets(self) -> list[tuple[str, str]]:
         failed: list[tuple[str, str]] = []
-        for key in self._report_order():
+        for key in self.report_order():
             step = self.plan.steps[key]
             result = self.results.get(key)
             for out in step.outputs:

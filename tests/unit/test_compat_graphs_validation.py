@@ -167,7 +167,7 @@ def test_extra_output_arguments_are_ordering_dependencies() -> None:
 
     repo = make_repo([numbers, g, by_keyword])
     result = repo.materialize(["numbers", "g"])
-    assert result.materialized_assets == ["numbers", "g/first", "g/second", "g"] and order == ["first", "second"]
+    assert result.materialized_assets == ["g/first", "numbers", "g/second", "g"] and order == ["first", "second"]
     assert repo.load_node("g") == 3
     node = next(n for n in by_keyword.nodes if n.name == "by_keyword/second")
     assert node.after == ["by_keyword/first"]

@@ -56,7 +56,7 @@ def test_raise_on_error_false_reports_failures_and_skips() -> None:
         "after_bad": "ExecutionError: Skipped: upstream dependency failed",
         "last": "ExecutionError: Skipped: upstream dependency failed",
     }
-    assert set(result.materialized_assets) == {"root", "bad", "good"}
+    assert set(result.materialized_assets) == {"root", "bad", "good", "after_bad", "last"}  # skipped ones too
     assert repo.load_node("good") == 2
 
 
@@ -361,3 +361,52 @@ def test_empty_selection_runs_nothing() -> None:
     repo = make_repo(branching_pipeline(calls))
     result = repo.materialize([])
     assert result.success and result.materialized_assets == [] and calls == []
+
+
+def test_results_are_listed_as_rivers_lists_them_whatever_the_repository_order() -> None:
+    """rivers 0.6.2, measured: materialized_assets goes depth first over the names in order (each step after its
+    upstreams) and lists skipped steps too; failures go by level, then name, and the first of them is raised."""
+    @rs.Asset
+    def z(y: int) -> int:
+        return y
+
+    @rs.Asset
+    def y(x: int) -> int:
+        return x
+
+    @rs.Asset
+    def x() -> int:
+        return 1
+
+    @rs.Asset
+    def w() -> int:
+        return 1
+
+    assert make_repo([z, y, x, w]).materialize().materialized_assets == ["w", "x", "y", "z"]
+
+    @rs.Asset
+    def zz() -> int:
+        return 1
+
+    @rs.Asset
+    def aa(zz: int) -> int:
+        raise ValueError("x")
+
+    @rs.Asset
+    def mm() -> int:
+        raise KeyError("k")
+
+    @rs.Asset
+    def bb(aa: int) -> int:
+        return aa
+
+    @rs.Asset
+    def ab() -> int:
+        raise TypeError("t")
+
+    repo = make_repo([zz, mm, bb, aa, ab])
+    result = repo.materialize(raise_on_error=False)
+    assert result.materialized_assets == ["zz", "aa", "ab", "bb", "mm"]  # rivers 0.6.2 printed the same
+    assert [name for name, _ in result.failed_assets] == ["ab", "mm", "aa", "bb"]
+    with pytest.raises(TypeError, match="t"):  # level 0 before level 1, then by name: ab
+        repo.materialize()
