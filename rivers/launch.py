@@ -89,9 +89,9 @@ def check_launch(graph: ResolvedGraph, resources: dict[str, BaseModel], config: 
                  *, strict: bool) -> list[str]:
     """Every problem of `config` for this repository, one line each, naming the asset (or resource) and field.
 
-    Always, as rivers 0.6: unknown sections, assets and resources. `strict` (the command line) adds what
-    rivers leaves to the step at run time or ignores: config for a step without a context, unknown fields
-    (with the close names) and wrong types."""
+    Always, as rivers 0.6: unknown sections, assets and resources, and a resource override's unknown fields and
+    wrong types. `strict` (the command line) adds what rivers leaves to the step at run time or ignores: config for
+    a step without a context, and a step config's unknown fields (with the close names) and wrong types."""
     try:
         launch = parse_launch(config)
     except ConfigurationError as exc:
@@ -100,7 +100,7 @@ def check_launch(graph: ResolvedGraph, resources: dict[str, BaseModel], config: 
     for name, fields in launch.steps.items():
         problems += _check_step(graph, name, fields, strict=strict)
     for key, fields in launch.resources.items():
-        problems += _check_resource(resources, key, fields, strict=strict)
+        problems += _check_resource(resources, key, fields)
     return problems
 
 
@@ -123,12 +123,10 @@ def _check_step(graph: ResolvedGraph, name: str, fields: dict[str, Any], *, stri
     return [f"run config for {label}: {problem}" for problem in model_problems(node.config_type, fields)]
 
 
-def _check_resource(resources: dict[str, BaseModel], key: str, fields: dict[str, Any], *, strict: bool) -> list[str]:
+def _check_resource(resources: dict[str, BaseModel], key: str, fields: dict[str, Any]) -> list[str]:
     if key not in resources:
         return [f"run config overrides resource '{key}', which the repository does not have; "
                 f"{hint(key, sorted(resources), 'resources')}"]
-    if not strict:
-        return []
     current = resources[key]
     return [f"run config for resource '{key}': {problem}"
             for problem in model_problems(type(current), fields, base=current.model_dump())]

@@ -69,8 +69,17 @@ def run_resources(repository: CodeRepository, overrides: dict[str, dict[str, Any
     for key, fields in overrides.items():
         if key not in resources:
             raise ConfigurationError(f"run config overrides resource '{key}', which the repository does not have")
-        resources[key] = resources[key].model_copy(update=fields)
+        resources[key] = overridden(resources[key], fields)
     return resources
+
+
+def overridden(resource: BaseModel, fields: dict[str, Any]) -> BaseModel:
+    """A copy of `resource` with `fields` validated (as its model would) and applied; its other state kept."""
+    model = type(resource)
+    validated = model.model_validate({**resource.model_dump(), **fields})  # check_launch has named any problem
+    names = [name for name, info in model.model_fields.items()
+             if name in fields or info.alias in fields or info.validation_alias in fields]
+    return resource.model_copy(update={name: getattr(validated, name) for name in names})
 
 
 def warn_unused_compute(plan: Plan) -> None:

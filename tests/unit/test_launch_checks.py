@@ -80,9 +80,12 @@ def test_unknown_and_nested_fields_and_types_are_each_a_line() -> None:
     ]
 
 
-def test_non_strict_checks_only_names() -> None:
+def test_non_strict_checks_step_config_names_only_but_resource_overrides_whole() -> None:
+    """rivers 0.6.2 refuses a resource override's unknown field or wrong type at launch (`config: resources.r.nope:
+    Extra inputs are not permitted`); a wrong type used to reach the step as it was typed."""
     assert problems({"assets": {"configured": {"config": {"nn": 2}}}}, strict=False) == []
-    assert problems({"resources": {"db": {"uri": "x"}}}, strict=False) == []
+    assert problems({"resources": {"db": {"uri": "x"}}}, strict=False) == [
+        "run config for resource 'db': unknown field 'uri'; did you mean 'url'?"]
     assert problems({"resources": {"dbs": {"url": "x"}}}, strict=False) == [
         "run config overrides resource 'dbs', which the repository does not have; did you mean 'db'?"]
 
@@ -225,3 +228,24 @@ def test_set_keeps_the_typed_text_for_a_text_field() -> None:
     bad = run_config(argparse.Namespace(config=None, set_fields=["texts.count=many"]))
     with pytest.raises(UsageError, match=r"field 'count': Input should be a valid integer"):
         check_run_config(repo, bad)
+
+
+def test_a_resource_override_is_validated_as_its_model_would_before_any_step() -> None:
+    class Counter(rs.Resource):
+        n: int = 1
+
+    ran: list[int] = []
+
+    @rs.Asset
+    def counted(counter: Counter) -> int:
+        ran.append(counter.n)
+        return counter.n
+
+    repo = rs.CodeRepository(assets=[counted], resources={"counter": Counter()},
+                             default_executor=rs.Executor.in_process())
+    with pytest.raises(rs.ConfigurationError, match="run config for resource 'counter': field 'n': Input should be a "
+                                                    "valid integer"):
+        repo.materialize(config={"resources": {"counter": {"n": "x"}}})
+    assert ran == []
+    assert repo.materialize(config={"resources": {"counter": {"n": "5"}}}).success
+    assert ran == [5] and repo.load_node("counted") == 5  # coerced by the model, as pydantic does: not the text
