@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import sys
 import types
 import typing
@@ -271,7 +272,13 @@ class Resolver:
         return outputs
 
     def _retry(self, definition: NodeDefinition) -> RetryPolicy | None:
-        return resolve_retry(definition.retry, self.named_retries, f"'{definition.name}'")
+        graph = getattr(definition, "graph", None)
+        if isinstance(graph, GraphAsset) and definition.retry == graph.retry:  # the graph's, inherited
+            owner = f"referenced by asset '{graph.name}'"
+        else:
+            kind, _, quoted = _label(definition, definition.name).partition(" ")
+            owner = f"referenced by {kind.lower()} {quoted}"
+        return resolve_retry(definition.retry, self.named_retries, owner)
 
     def _resolve_node(self, definition: NodeDefinition, producer: dict[str, str]) -> ResolvedNode:
         name = definition.name
@@ -384,13 +391,12 @@ class Resolver:
 def resolve_retry(
     retry: RetryPolicy | str | None, named: dict[str, RetryPolicy], owner: str
 ) -> RetryPolicy | None:
+    """The policy `retry` names; `owner` says where it was named ("referenced by asset 'a'", "in ...")."""
     if retry is None or isinstance(retry, RetryPolicy):
         return retry
-    if retry not in named:
-        known = ", ".join(repr(name) for name in named) or "none"
-        raise ConfigurationError(
-            f"Unknown retry policy '{retry}' of {owner}; CodeRepository(retries=...) has: {known}"
-        )
+    if retry not in named:  # rivers 0.6.2's wording, its list of names included
+        registered = ", ".join(json.dumps(name, ensure_ascii=False) for name in named)
+        raise ConfigurationError(f"unknown retry policy '{retry}' {owner}; registered: [{registered}]")
     return named[retry]
 
 

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from pydantic import BaseModel
 
 from rivers import logs
-from rivers.definitions.assets import MultiAsset, SelfDependency
+from rivers.definitions.assets import MultiAsset, Observation, SelfDependency
 from rivers.definitions.contexts import AssetExecutionContext, TaskExecutionContext
 from rivers.definitions.nodes import NodeDefinition
 from rivers.definitions.outputs import DynamicOutput, Materialization, Output, coerce_metadata
@@ -297,7 +297,7 @@ class StepExecution:
 
     # -- after the call --------------------------------------------------------------------
     def write(self, name: str, value: Any) -> None:
-        """Write one output (a plain value, an Output or a Materialization)."""
+        """Write one output (a plain value, an Output, a Materialization or an Observation)."""
         slot = next((s for s in self.call.outputs if s.name == name), None)
         if slot is None:
             definition = self.call.definition
@@ -310,7 +310,7 @@ class StepExecution:
         context = self.context
         metadata: dict[str, Any] = dict(context.output_metadata) if context is not None else {}
         data_version = context.data_version if context is not None else None
-        if isinstance(value, Materialization):
+        if isinstance(value, (Materialization, Observation)):  # persisted by the asset itself: no handler, as rivers
             metadata.update(value.metadata or {})
             self._succeeded(name, metadata, value.data_version or data_version, None)
             return
@@ -321,12 +321,22 @@ class StepExecution:
         hint = self.call.return_hint
         if hint is Output:  # `-> rs.Output` annotates the wrapper, not the value inside it
             hint = inspect.Signature.empty
-        if not isinstance(self.call.definition, MultiAsset) and not matches(value, hint):
+        definition = self.call.definition
+        if isinstance(definition, MultiAsset):  # the function returns all outputs: each has its AssetDef's type_hint
+            hint = definition.output_type_hint(name)  # None when unset (not the function's `-> dict`), as rivers
+            if hint is not None and not matches(value, hint):
+                raise AssetOutputValidationError(
+                    f"'{name}' of multi-asset '{definition.name}' returned {type(value).__name__}, which does "
+                    f"not match its AssetDef type_hint {describe(hint)}"
+                )
+        elif not matches(value, hint):
             raise AssetOutputValidationError(
                 f"'{name}' returned {type(value).__name__}, which does not match its return annotation "
                 f"{describe(hint)}"
             )
         keys = fan_out_keys(name, value) if slot.fan_out else None
+        if hint is inspect.Signature.empty:  # no annotation: None, as rivers' OutputContext.type_hint
+            hint = None
         out_ctx = OutputContext(name, slot.metadata, type_hint=hint, output_metadata=metadata, run_id=self.call.run_id)
         if self.call.fence is not None:
             self.call.fence(name)
@@ -356,13 +366,15 @@ class StepExecution:
 
     def write_yielded(self, item: Any) -> None:
         definition = self.call.definition
-        if not isinstance(item, Output):
+        if not isinstance(item, (Output, Observation, Materialization)):
             raise AssetOutputValidationError(
-                f"Generator multi-asset must yield Output, '{definition.name}' yielded {type(item).__name__}"
+                f"Generator multi-asset must yield Output(...), Observation(...), or Materialization(...), "
+                f"'{definition.name}' yielded {type(item).__name__}"
             )
         if not item.output_name:
+            kind = type(item).__name__
             raise AssetOutputValidationError(
-                f"Output yielded by '{definition.name}' has no output_name; set Output(..., output_name=...)"
+                f"{kind} yielded by '{definition.name}' has no output_name; set {kind}(..., output_name=...)"
             )
         self.write(item.output_name, item)
 

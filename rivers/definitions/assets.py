@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from rivers.definitions.nodes import RESERVED_KWARGS, NodeDefinition, check_tags, reject_reserved
 from rivers.definitions.policies import Compute, Hook, RetryPolicy
 from rivers.definitions.resources import check_io_handler_argument
 from rivers.exceptions import AssetDefinitionError
 from rivers.io.base import BaseIOHandler
+
+if TYPE_CHECKING:
+    from rivers.definitions.graph import GraphAsset
 
 T = TypeVar("T")
 
@@ -70,11 +73,15 @@ class AssetDef:
         group: str | None = None,
         code_version: str | None = None,
         deps: list[DepDef] | None = None,
+        type_hint: Any = None,
         **reserved: Any,
     ) -> None:
         reject_reserved("AssetDef", reserved)
         check_io_handler_argument(io_handler)  # issue 10: refused when defined, as rivers 0.6
+        if isinstance(type_hint, str):  # rivers 0.6.2's words: there is no module to resolve a string in
+            raise AssetDefinitionError(f"type_hint must be a type, not the string {type_hint!r} (AssetDef {name!r})")
         self.name = name
+        self.type_hint = type_hint  # the output's value is checked against it, and OutputContext.type_hint gets it
         self.io_handler = io_handler
         self.metadata = dict(metadata or {})
         self.tags = check_tags(f"AssetDef {name!r}", tags)
@@ -133,9 +140,12 @@ class Asset(NodeDefinition):
         if cls is not Asset:
             return super().__new__(cls)
         check_keywords("Asset.__new__", kwargs, SingleAsset.__init__)
-        if not args:
+        if args and "wraps" in kwargs:
+            raise TypeError("Asset.__new__() got multiple values for argument 'wraps'")
+        if not args and kwargs.get("wraps") is None:  # `@rs.Asset(...)`: a decorator
+            kwargs.pop("wraps", None)
             return lambda f: SingleAsset(f, **kwargs)
-        return super().__new__(SingleAsset)
+        return super().__new__(SingleAsset)  # `rs.Asset(fn, ...)` / `rs.Asset(wraps=fn, ...)`
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from rivers.definitions.graph import recording_graph  # issue 10: in a graph body, a dependency
@@ -150,12 +160,20 @@ class Asset(NodeDefinition):
 
     @staticmethod
     def from_multi(
-        output_defs: list[AssetDef],
+        wraps: Callable[..., Any] | None = None,
+        output_defs: list[AssetDef] | None = None,
         name: str | None = None,
         **kwargs: Any,
-    ) -> Callable[[Callable[..., Any]], MultiAsset]:
+    ) -> MultiAsset | Callable[[Callable[..., Any]], MultiAsset]:
+        """`@rs.Asset.from_multi(output_defs=[...])`, or directly `rs.Asset.from_multi(fn, output_defs=[...])`."""
         check_keywords("Asset.from_multi", kwargs, MultiAsset.__init__)
-        return lambda fn: MultiAsset(fn, output_defs=output_defs, name=name, **kwargs)
+        if isinstance(wraps, (list, tuple)) and output_defs is None:  # `from_multi([AssetDef(...), ...])`
+            wraps, output_defs = None, list(wraps)
+
+        def build(fn: Callable[..., Any]) -> MultiAsset:
+            return MultiAsset(fn, output_defs=output_defs or [], name=name, **kwargs)
+
+        return build if wraps is None else build(wraps)
 
     @staticmethod
     def external(
@@ -182,10 +200,22 @@ class Asset(NodeDefinition):
         return asset if wraps is None else asset(wraps)
 
     @staticmethod
-    def from_graph(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    def from_graph(
+        wraps: Callable[..., Any] | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> GraphAsset | Callable[[Callable[..., Any]], GraphAsset]:
+        """`@rs.Asset.from_graph`, `@rs.Asset.from_graph(...)`, or directly `rs.Asset.from_graph(body, ...)`."""
         from rivers.definitions.graph import GraphAsset
 
-        return lambda fn: GraphAsset(fn, name=name, **kwargs)
+        check_keywords("Asset.from_graph", kwargs, GraphAsset.__init__)
+        if isinstance(wraps, str) and name is None:  # `from_graph("name")`: the name, as this API took it first
+            wraps, name = None, wraps
+
+        def build(fn: Callable[..., Any]) -> GraphAsset:
+            return GraphAsset(fn, name=name, **kwargs)
+
+        return build if wraps is None else build(wraps)
 
     def _init_asset(
         self,
@@ -220,9 +250,10 @@ class SingleAsset(Asset):
 
     def __init__(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., Any] | None = None,
         /,
         *,
+        wraps: Callable[..., Any] | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
         kinds: str | list[str] | None = None,
@@ -237,10 +268,12 @@ class SingleAsset(Asset):
         **reserved: Any,
     ) -> None:
         reject_reserved("Asset", reserved)
+        fn = wrapped_function("SingleAsset", fn, wraps)
         self._init_asset(
             fn, name=name, tags=tags, kinds=kinds, group=group, code_version=code_version,
             io_handler=io_handler, metadata=metadata, deps=deps, hooks=hooks, retry=retry, compute=compute,
         )
+        check_inputs_match(self.name, fn, self.deps)
 
 
 class MultiAsset(Asset):
@@ -288,10 +321,15 @@ class MultiAsset(Asset):
             if dep.name not in known:
                 known.add(dep.name)
                 self.deps.append(dep)
+        check_inputs_match(self.name, fn, self.deps)
 
     @property
     def output_names(self) -> list[str]:
         return [out.name for out in self.output_defs]
+
+    def output_type_hint(self, output: str) -> Any:
+        """The `AssetDef(type_hint=...)` of one output (None when it has none)."""
+        return next((out.type_hint for out in self.output_defs if out.name == output), None)
 
 
 class ExternalAsset(Asset):
@@ -406,6 +444,46 @@ class Observation:
         shown = [f"{key}={value!r}" for key, value in
                  (("output_name", self._output_name), ("data_version", self._data_version)) if value is not None]
         return f"Observation({', '.join(shown)})"
+
+
+def wrapped_function(kind: str, fn: Any, wraps: Any) -> Any:
+    """The function of `Kind(fn)` or `Kind(wraps=fn)` (rivers 0.6 names its first parameter `wraps`)."""
+    if fn is not None and wraps is not None:
+        raise TypeError(f"{kind}() got multiple values for argument 'wraps'")
+    fn = wraps if fn is None else fn
+    if fn is None:
+        raise TypeError(f"{kind} needs a function, got None")
+    return fn
+
+
+def check_inputs_match(asset: str, fn: Callable[..., Any], deps: list[DepDef]) -> None:
+    """Each `AssetDef.input(name)` must name a parameter of the function that is an input (rivers 0.6.2: ValueError).
+
+    Parameters with a default, `*args` and `**kwargs` are never inputs (API.md §2), so they do not count.
+    """
+    inputs = [dep.name for dep in deps if dep.is_input]
+    if not inputs:
+        return
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable without a signature: nothing to check against
+        return
+    bindable = [p.name for p in parameters.values()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is p.empty]
+    for name in inputs:
+        if name in bindable:
+            continue
+        if name in parameters:
+            what = "has a default value" if parameters[name].default is not inspect.Parameter.empty else "is variadic"
+            raise ValueError(
+                f"AssetDef.input({name!r}) of asset '{asset}' names the parameter '{name}', which {what} "
+                f"and so is never an input"
+            )
+        available = ", ".join(repr(p) for p in bindable) or "none"
+        raise ValueError(
+            f"AssetDef.input({name!r}) of asset '{asset}' does not match any parameter on the function "
+            f"(available parameters: {available})"
+        )
 
 
 def check_keywords(kind: str, kwargs: dict[str, Any], init: Callable[..., Any]) -> None:

@@ -13,17 +13,13 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from rivers.definitions.metadata import coerce_metadata
+from rivers.definitions.unsupported import refuse_if_used
 from rivers.exceptions import ExecutionError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 ASSET_LOGGER_PREFIX = "code-repo.assets"  # rivers 0.6 names a step's logger after the code location
 TASK_LOGGER_PREFIX = "code-repo.tasks"
-
-
-def _no_partitions(partition: Any) -> None:
-    if partition is not None:
-        raise NotImplementedError("partitions are not supported by this version of rivers")
 
 
 def _config_or_none(config: Any) -> Any:
@@ -69,7 +65,7 @@ class AssetExecutionContext(_PartitionFree, Generic[ConfigT]):
         config: Any = None,
         run_id: str | None = None,
     ) -> None:
-        _no_partitions(partition)
+        refuse_if_used("AssetExecutionContext", partition=partition)
         self.asset_name = asset_name
         self.run_id = run_id
         self.tags = list(tags) if tags is not None else None
@@ -111,7 +107,7 @@ class TaskExecutionContext(_PartitionFree, Generic[ConfigT]):
         run_id: str | None = None,
         config: Any = None,
     ) -> None:
-        _no_partitions(partition)
+        refuse_if_used("TaskExecutionContext", partition=partition)
         self.task_name = task_name
         self.run_id = run_id
         self.tags = list(tags) if tags is not None else None

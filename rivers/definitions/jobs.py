@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from rivers.definitions.executors import Executor
 from rivers.definitions.nodes import NodeDefinition
 from rivers.definitions.policies import RetryPolicy
+from rivers.definitions.unsupported import refuse_if_used
 from rivers.exceptions import ExecutionError, GraphValidationError
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ class Job:
         allow_incomplete_deps: bool = False,
         retry: RetryPolicy | str | None = None,
     ) -> None:
+        assets = list(assets)
+        if not assets:  # rivers 0.6.2's message
+            raise GraphValidationError(f"Job '{name}' got an empty asset list: name at least one asset or task")
         for item in assets:
             if not isinstance(item, NodeDefinition):  # names too, as rivers 0.6: pass the definitions
                 hint = f" {item!r}; pass the definition object, not its name" if isinstance(item, str) else ""
@@ -52,8 +56,9 @@ class Job:
 
     def execute(
         self, tags: dict[str, str] | list[str] | None = None, config: dict[str, Any] | None = None,
-        raise_on_error: bool = True,
+        raise_on_error: bool = True, *, partition_key: Any = None,
     ) -> RunResult:
+        refuse_if_used("Job.execute", partition_key=partition_key)
         if self._repository is None:
             raise ExecutionError(
                 f"Job '{self.name}' has not been validated; get it from its repository with repo.get_job('{self.name}')"

@@ -7,18 +7,21 @@ from collections.abc import Callable
 from typing import Any
 
 from rivers.definitions.policies import Hook, RetryPolicy
+from rivers.definitions.unsupported import refuse_if_used
 from rivers.io.base import BaseIOHandler
 
 RESERVED_KWARGS = ("partitions_def", "automation_condition", "backfill_strategy", "pool", "pool_slots")
+# reserved keywords a kind takes beyond RESERVED_KWARGS, as rivers 0.6.2 has them
+EXTRA_RESERVED: dict[str, tuple[str, ...]] = {"AssetDef": ("partition_mapping",), "Task": ("partition_mapping",)}
 
 
 def reject_reserved(kind: str, reserved: dict[str, Any]) -> None:
-    """Reserved keywords are accepted but not implemented yet (API.md preamble)."""
-    for key, value in reserved.items():
-        if key not in RESERVED_KWARGS:
+    """Reserved keywords are accepted, and refused only when used (API.md preamble; see unsupported.py)."""
+    accepted = RESERVED_KWARGS + EXTRA_RESERVED.get(kind, ())
+    for key in reserved:
+        if key not in accepted:
             raise TypeError(f"{kind}() got an unexpected keyword argument '{key}'")
-        if value is not None:
-            raise NotImplementedError(f"{kind}({key}=...) is not supported by this version of rivers")
+    refuse_if_used(kind, **reserved)
 
 
 def check_tags(owner: str, tags: list[str] | None) -> list[str] | None:

@@ -16,6 +16,7 @@ from rivers.definitions.nodes import NodeDefinition
 from rivers.definitions.policies import RetryPolicy
 from rivers.definitions.resources import coerce_resource, setup_resource, teardown_resource
 from rivers.definitions.tasks import Task
+from rivers.definitions.unsupported import refuse_if_used
 from rivers.exceptions import (
     AssetNotFoundError,
     ConfigurationError,
@@ -44,7 +45,18 @@ class CodeRepository:
         retries: dict[str, RetryPolicy] | None = None,
         default_retry_policy: RetryPolicy | str | None = None,
         default_io_handler: BaseIOHandler | None = None,
+        *,
+        schedules: list[Any] | None = None,
+        sensors: list[Any] | None = None,
+        partition_defs: dict[str, Any] | None = None,
+        run_queue: Any = None,
+        run_backend: Any = None,
+        pool_limits: dict[str, int] | None = None,
     ) -> None:
+        refuse_if_used(
+            "CodeRepository", schedules=schedules, sensors=sensors, partition_defs=partition_defs,
+            run_queue=run_queue, run_backend=run_backend, pool_limits=pool_limits,
+        )
         self._resources: dict[str, BaseModel] = {k: coerce_resource(k, v) for k, v in (resources or {}).items()}
         self._definitions: list[NodeDefinition] = [*assets, *(tasks or [])]  # checked at resolution
         self._jobs = list(jobs or [])
@@ -75,7 +87,9 @@ class CodeRepository:
                     self._default_io_handler is not None, self._retries,
                 )
                 graph = resolver.resolve()
-                self._default_retry_policy = resolve_retry(self._default_retry, self._retries, "default_retry_policy")
+                self._default_retry_policy = resolve_retry(
+                    self._default_retry, self._retries, "in default_retry_policy"
+                )
                 self._validate_jobs(graph)
                 self._graph = graph
             if setup:  # validate() never sets resources up, as rivers 0.6 (issue 10)
@@ -88,7 +102,7 @@ class CodeRepository:
             if job.name in seen:
                 raise GraphValidationError(f"Duplicate job name: '{job.name}'")
             seen.add(job.name)
-            resolve_retry(job.retry, self._retries, f"job '{job.name}'")
+            resolve_retry(job.retry, self._retries, f"referenced by job '{job.name}'")
             check_job(graph, job)  # rivers 0.6's job messages (issue 10)
 
     def _job_outputs(self, graph: ResolvedGraph, job: Job) -> set[str]:
@@ -112,8 +126,7 @@ class CodeRepository:
 
     def resolve(self, storage: Any = None) -> None:
         """Validate and resolve now, as rivers 0.6 does before a run (which needs no storage here)."""
-        if storage is not None:
-            raise NotImplementedError("CodeRepository.resolve(storage=...): storage backends are not supported")
+        refuse_if_used("CodeRepository.resolve", storage=storage)
         self._resolve()
 
     def observe(self, asset_names: list[str] | str | None = None, *, raise_on_error: bool = True) -> RunResult:
@@ -160,8 +173,9 @@ class CodeRepository:
             raise NodeNotFoundError(f"Node '{name}' not found in the repository")
         return graph.node_of(name).outputs[name].handler
 
-    def load_node(self, name: str, *, type_hint: Any = None) -> Any:
+    def load_node(self, name: str, *, type_hint: Any = None, partition_key: Any = None) -> Any:
         """Load a node's last written value through its IO handler (fan-out instances too)."""
+        refuse_if_used("CodeRepository.load_node", partition_key=partition_key)
         graph = self._resolve()
         owner = name if name in graph.producer else name.rpartition("__")[0]
         is_instance = owner != name and getattr(graph.nodes.get(owner), "definition", None) is not None and getattr(
@@ -182,10 +196,13 @@ class CodeRepository:
         include_upstream: bool = False,
         resume: bool = False,
         retry: RetryPolicy | str | None = None,
+        *,
+        partition_key: Any = None,
     ) -> RunResult:
         """Run the selection (everything by default) and return its RunResult."""
         from rivers.run import execute_run
 
+        refuse_if_used("CodeRepository.materialize", partition_key=partition_key)
         if resume:
             raise NotImplementedError("materialize(resume=True) needs a run store; it is not supported yet")
         request = self._run_request(
@@ -204,6 +221,8 @@ class CodeRepository:
         include_upstream: bool = False,
         resume: bool = False,
         retry: RetryPolicy | str | None = None,
+        *,
+        partition_key: Any = None,
     ) -> Any:
         """Submit the run to rivers-coordinator through RIVERS_REDIS_URL; returns a RunHandle at once.
 
@@ -213,6 +232,7 @@ class CodeRepository:
         from rivers.distributed.runs import SubmittedRun, new_run_id, repository_name
         from rivers.distributed.runs import submit as submit_run
 
+        refuse_if_used("CodeRepository.submit", partition_key=partition_key)
         graph = self._resolve()
         self._selected_outputs(graph, selection, include_upstream)  # unknown names fail here, not remotely
         if resume:
@@ -253,11 +273,11 @@ class CodeRepository:
             outputs = self._job_outputs(graph, job)
             executor = job.executor or self.default_executor
             retry = retry or job.retry
-            owner = f"job '{job.name}'"
+            owner = f"referenced by job '{job.name}'"
         else:
             outputs = self._selected_outputs(graph, selection, include_upstream)
             executor = self.default_executor
-            owner = "materialize(retry=)"
+            owner = "referenced by job '<materialize>'"  # as rivers 0.6.2 names a materialize run
         return RunRequest(
             outputs=outputs, executor=executor, executor_explicit=executor is not None, tags=tags, config=config,
             raise_on_error=raise_on_error, run_id=run_id,

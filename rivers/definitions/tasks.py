@@ -9,6 +9,7 @@ from typing import Any
 from rivers.definitions.nodes import NodeDefinition, reject_reserved
 from rivers.definitions.policies import Hook, RetryPolicy
 from rivers.definitions.resources import check_io_handler_argument
+from rivers.definitions.unsupported import refuse_if_used
 from rivers.exceptions import TaskDefinitionError
 from rivers.io.base import BaseIOHandler
 
@@ -19,15 +20,19 @@ class Task(NodeDefinition):
     kind = "task"
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls is Task and not args:
+        if cls is Task and args and "wraps" in kwargs:
+            raise TypeError("Task.__new__() got multiple values for argument 'wraps'")
+        if cls is Task and not args and kwargs.get("wraps") is None:  # `@rs.Task(...)`: a decorator
+            kwargs.pop("wraps", None)
             return lambda f: Task(f, **kwargs)
-        return super().__new__(cls)
+        return super().__new__(cls)  # `rs.Task(fn, ...)` / `rs.Task(wraps=fn, ...)`
 
     def __init__(
         self,
-        fn: Callable[..., Any],
+        fn: Callable[..., Any] | None = None,
         /,
         *,
+        wraps: Callable[..., Any] | None = None,
         name: str | None = None,
         tags: list[str] | None = None,
         io_handler: BaseIOHandler | str | None = None,
@@ -36,10 +41,15 @@ class Task(NodeDefinition):
         metadata: dict[str, str] | None = None,
         **reserved: Any,
     ) -> None:
-        reject_reserved("Task", {k: v for k, v in reserved.items() if k != "partition_mapping"})
+        reject_reserved("Task", reserved)
         check_io_handler_argument(io_handler)
         if metadata is not None and not isinstance(metadata, dict):
             raise TypeError(f"Task metadata must be a dict, got {type(metadata).__name__}")
+        if fn is not None and wraps is not None:
+            raise TypeError("Task() got multiple values for argument 'wraps'")
+        fn = wraps if fn is None else fn
+        if fn is None:
+            raise TypeError("Task needs a function, got None")
         self._init_node(fn, name, tags, io_handler, metadata, retry, hooks)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -107,7 +117,10 @@ class BashTask(Task):
         tags: list[str] | None = None,
         io_handler: BaseIOHandler | str | None = None,
         retry: RetryPolicy | str | None = None,
+        *,
+        partition_mapping: Any = None,
     ) -> None:
+        refuse_if_used("BashTask", partition_mapping=partition_mapping)
         if not isinstance(name, str):
             raise _not_str(name)
         self.command = check_command(name, command)

@@ -135,9 +135,9 @@ def test_constructor_checks_only_resources() -> None:
 
 
 @pytest.mark.parametrize("where, phrase", [
-    ("node", "of 'named'"),
-    ("job", "of job 'j'"),
-    ("default", "of default_retry_policy"),
+    ("node", "referenced by asset 'named'"),
+    ("job", "referenced by job 'j'"),
+    ("default", "in default_retry_policy"),
 ])
 def test_unknown_retry_name_is_a_configuration_error_quoting_names_once(where: str, phrase: str) -> None:
     @rs.Asset(name="named", retry="missing" if where == "node" else None)
@@ -150,8 +150,8 @@ def test_unknown_retry_name_is_a_configuration_error_quoting_names_once(where: s
     with pytest.raises(rs.ConfigurationError) as info:
         repo.validate()
     message = str(info.value)
-    assert "Unknown retry policy 'missing'" in message and phrase in message and "''" not in message
-    assert "'fast'" in message
+    assert "unknown retry policy 'missing'" in message and phrase in message and "''" not in message
+    assert message.endswith('registered: ["fast"]')  # rivers 0.6.2's wording
 
 
 # -- §7 Retries, compute ----------------------------------------------------------------------
