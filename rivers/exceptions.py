@@ -27,6 +27,10 @@ class GraphValidationError(Exception):
     """The asset graph is invalid (cycles, unresolved inputs, bad jobs)."""
 
 
+class DuplicateNameError(GraphValidationError, AssetDefinitionError):
+    """Two definitions register under one name: rivers 0.6 raises AssetDefinitionError, API.md a graph error."""
+
+
 class InvalidMetadataError(Exception):
     """A metadata value cannot be encoded as a MetadataValue (a malformed URL, say)."""
 

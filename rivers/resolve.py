@@ -30,6 +30,7 @@ from rivers.definitions.tasks import Task
 from rivers.exceptions import (
     AssetDefinitionError,
     ConfigurationError,
+    DuplicateNameError,
     ExecutionError,
     GraphValidationError,
     NodeNotFoundError,
@@ -168,6 +169,7 @@ class Resolver:
         default_handler_is_explicit: bool,
         named_retries: dict[str, RetryPolicy],
     ) -> None:
+        definitions = list({id(d): d for d in definitions}.values())  # one object listed twice counts once (rivers)
         self.graphs = {d.name: d for d in definitions if isinstance(d, GraphAsset)}
         # a task used inside a graph may also be listed in tasks=; it then adds no standalone step
         in_graphs = {id(n.task) for g in self.graphs.values() for n in g.nodes if isinstance(n, GraphTaskNode)}
@@ -213,14 +215,15 @@ class Resolver:
         producer: dict[str, str] = {}
         node_names: set[str] = set()
         for definition in self.definitions:
+            kind = "task" if isinstance(definition, (Task, GraphTaskNode)) else "asset"
             if definition.name in node_names:
-                raise GraphValidationError(f"Duplicate node name: '{definition.name}'")
+                raise DuplicateNameError(
+                    f"duplicate {kind} name '{definition.name}': two definitions register under it")
             node_names.add(definition.name)
             for out in definition.output_names:
                 if out in producer:
-                    raise GraphValidationError(
-                        f"Duplicate asset name: '{out}' is produced by '{producer[out]}' and '{definition.name}'"
-                    )
+                    raise DuplicateNameError(f"duplicate asset name '{out}': two definitions register under it "
+                                             f"('{producer[out]}' and '{definition.name}')")
                 producer[out] = definition.name
         return producer
 

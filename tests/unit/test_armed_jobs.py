@@ -185,7 +185,9 @@ def test_a_released_job_reports_to_its_step_even_before_its_dispatch(hub: RedisH
                                                                      PoolResult(done.model_dump_json(), ""))
     wait_for(lambda: not client.exists(REPLY_TO), 10, message="the listener to take the early report")
     request, down_reports = request_for("down")
-    assert hub.confirm(request)  # the dispatch: the report kept for it is delivered now
+    assert hub.confirm(request)  # the dispatch: the report kept for it is delivered now (or, if the listener had
+    # popped it but not handed it over yet, as soon as it does: the step is pending by then)
+    wait_for(lambda: down_reports.results, 10, message="the early report to reach its step")
     assert [r.status for r in down_reports.results] == ["succeeded"]
     assert not hub.armed and "down" not in hub.pending
 

@@ -251,6 +251,15 @@ def test_duplicate_asset_names_are_rejected_lazily() -> None:
     repo = make_repo([rs.Asset(f), rs.Asset(f)])
     with pytest.raises(rs.GraphValidationError, match="'f'"):
         repo.validate()
+    with pytest.raises(rs.AssetDefinitionError,  # what rivers 0.6.2 raises, in its words
+                       match=r"^duplicate asset name 'f': two definitions register under it$"):
+        repo.validate()
+
+
+def test_one_definition_listed_twice_counts_once_as_in_rivers() -> None:
+    asset = rs.Asset(lambda: 1, name="once")
+    result = make_repo([asset, asset]).materialize()
+    assert result.materialized_assets == ["once"]
 
 
 def test_multi_output_clashing_with_an_asset_is_rejected() -> None:
