@@ -10,25 +10,12 @@ import pytest
 import redis
 
 from rivers.queues import keys
+from tests.armed import armed_on, job_of
 from tests.conftest import Background, WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
 from tests.redis_server import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def armed_on(client: redis.Redis) -> dict[str, list[str]]:
-    """Upstream job id -> the ids armed on it."""
-    return {key.decode().removeprefix(keys.AFTER_PREFIX): [i.decode() for i in client.lrange(key, 0, -1)]
-            for key in client.scan_iter(match=keys.AFTER_PREFIX + "*")}
-
-
-def job_of(client: redis.Redis, step_key: str) -> dict[str, str]:
-    (run_jobs,) = client.keys(keys.run_jobs_key("*"))
-    job_id = client.hget(run_jobs, step_key)
-    assert job_id is not None
-    fields = {k.decode(): v.decode(errors="replace") for k, v in client.hgetall(keys.job_key(job_id.decode())).items()}
-    return {**fields, "id": job_id.decode()}
 
 
 def test_the_report_of_a_step_starts_its_armed_downstream_in_the_same_process(

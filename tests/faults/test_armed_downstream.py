@@ -10,18 +10,13 @@ import pytest
 import redis
 
 from rivers.queues import keys
+from tests.armed import armed_on, jobs_of
 from tests.conftest import Background, WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
 from tests.pipelines import import_exit_once
 from tests.redis_server import RedisServer, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def armed_jobs(client: redis.Redis) -> dict[str, list[str]]:
-    """Upstream job id -> the ids armed on it."""
-    return {key.decode().removeprefix(keys.AFTER_PREFIX): [i.decode() for i in client.lrange(key, 0, -1)]
-            for key in client.scan_iter(match=keys.AFTER_PREFIX + "*")}
 
 
 @pytest.mark.usefixtures("fast_watch", "short_lease")
@@ -34,8 +29,8 @@ def test_a_downstream_armed_on_a_killed_upstream_runs_once_after_the_retry(
     scratch = repo.resources["scratch"]
     run = Background(repo)
     wait_for(lambda: scratch.lines("stalls_once"), 60, message="the upstream to start")
-    wait_for(lambda: armed_jobs(client), 30, message="the downstream to be armed on the running upstream")
-    ((upstream_job, [armed]),) = armed_jobs(client).items()
+    wait_for(lambda: armed_on(client), 30, message="the downstream to be armed on the running upstream")
+    ((upstream_job, [armed]),) = armed_on(client).items()
     record = client.hgetall(keys.job_key(armed))
     assert record[keys.JOB_STATUS.encode()] == keys.DEFERRED.encode()
     assert record[keys.JOB_DESCRIPTION.encode()].decode().endswith(" after_stall")
@@ -50,19 +45,9 @@ def test_a_downstream_armed_on_a_killed_upstream_runs_once_after_the_retry(
     assert retry.attempt == 2 and downstream.attempt == 1
     assert downstream.started_at >= retry.started_at + retry.duration_s  # after the attempt that succeeded
     assert not client.exists(keys.job_key(armed))  # the killed attempt's arm was taken back
-    assert armed_jobs(client) == {}
+    assert armed_on(client) == {}
     assert not [key for key in client.scan_iter(match=keys.RQ_JOB_PREFIX + "*")
                 if client.hget(key, keys.JOB_STATUS) == keys.DEFERRED.encode()]
-
-
-def jobs_of(client: redis.Redis, step_key: str) -> list[dict[str, str]]:
-    """Every job hash of one step (one per attempt), as text."""
-    found = []
-    for key in client.scan_iter(match=keys.RQ_JOB_PREFIX + "*"):
-        fields = {k.decode(): v.decode(errors="replace") for k, v in client.hgetall(key).items()}
-        if fields.get(keys.JOB_STEP) == step_key:
-            found.append(fields)
-    return found
 
 
 def test_a_claimed_downstream_whose_module_kills_its_process_is_retried_and_the_worker_serves_on(
@@ -79,7 +64,7 @@ def test_a_claimed_downstream_whose_module_kills_its_process_is_retried_and_the_
     scratch = repo.resources["scratch"]
     run = Background(repo)
     wait_for(lambda: scratch.lines("gated"), 60, message="the upstream to start")
-    wait_for(lambda: armed_jobs(client), 30, message="the downstream to be armed on it")
+    wait_for(lambda: armed_on(client), 30, message="the downstream to be armed on it")
     (Path(scratch.dir) / "open").touch()
     result = run.wait()
 
@@ -113,7 +98,7 @@ def test_a_downstream_armed_when_redis_loses_its_data_runs_once_after_the_upstre
     scratch = repo.resources["scratch"]
     run = Background(repo)
     wait_for(lambda: scratch.lines("gated"), 60, message="the upstream to start")
-    wait_for(lambda: armed_jobs(client), 30, message="the downstream to be armed on it")
+    wait_for(lambda: armed_on(client), 30, message="the downstream to be armed on it")
     forgetful_redis.restart()
     wait_for(lambda: len(scratch.lines("gated")) == 2, 30, message="the upstream to be sent again and start")
     (Path(scratch.dir) / "open").touch()
@@ -123,4 +108,4 @@ def test_a_downstream_armed_when_redis_loses_its_data_runs_once_after_the_upstre
     assert len(scratch.lines("after_gated")) == 1
     downstream, retry = result.step_results["after_gated"], result.step_results["gated"]
     assert downstream.started_at >= retry.started_at + retry.duration_s
-    assert armed_jobs(client) == {}
+    assert armed_on(client) == {}
