@@ -104,7 +104,9 @@ def test_takeover_runs_every_step_exactly_once(
 ) -> None:
     """KNOWN BUG before the rewrite. SIGKILL the coordinator owning a 200-step run once `kill_after` steps
     are recorded as finished; the other coordinator takes the run over: it must adopt what is queued, running
-    and reported, so that every step function runs exactly once and every value is stored once and right."""
+    and reported, so that every step function runs exactly once and every value is stored once and right. The
+    chain's steps go through armed jobs (queues/armed.py), so a kill also finds jobs armed in Redis: the test
+    checks some were."""
     workers.start(redis_url, count=2, concurrency=2)
     processes = [coordinators.start(), coordinators.start()]
     names = {coordinators.name_of(process): process for process in processes}
@@ -129,7 +131,9 @@ def test_takeover_runs_every_step_exactly_once(
     wait_for(lambda: client.hget(run_key, "owner") == survivor.encode(), 30,
              message="the other coordinator to take the run over")
     result = handle.wait(timeout=60)
+    armed = [key for key in client.scan_iter(match=keys.RQ_JOB_PREFIX + "*") if client.hget(key, keys.JOB_AFTER)]
     client.close()
+    assert armed, "no step went through an armed job: this run did not test takeover with jobs armed in Redis"
 
     problems = chain_problems(repo)
     if not result.success:
