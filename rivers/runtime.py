@@ -456,7 +456,7 @@ def will_retry(policy: RetryPolicy | None, attempt: int, exc: BaseException | No
         return False
     if exc is None:
         return policy.retries(None)
-    return policy.retries(type(exc), reason_of(exc))
+    return policy.retries(type(exc), reason_of(exc).value)
 
 
 def fire_hooks(hooks: list[Hook] | None, hc: HookContext[Any]) -> None:

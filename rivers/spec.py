@@ -28,7 +28,7 @@ import traceback
 import typing
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import cloudpickle
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -99,15 +99,11 @@ class OutputSpec(BaseModel):
     fan_out: bool = False
 
 
-RetryOnValue = Literal["all", "transient"]  # RetryOn's values
-FailureReasonValue = Literal["error", "out_of_memory", "timeout", "infrastructure", "cancelled"]  # FailureReason's
-
-
 class RetrySpec(BaseModel):
     """A RetryPolicy: the worker needs it to know whether a failed attempt fires the failure hooks."""
 
     max_retries: int
-    retry_on: RetryOnValue | list[Code | FailureReasonValue]  # a RetryOn, or exception classes and FailureReasons
+    retry_on: RetryOn | list[Code | FailureReason]  # in JSON by value: "transient", [{"module": ...}, "timeout"]
     backoff: dict[str, Any] | None = None
 
 
@@ -306,12 +302,12 @@ def _value_fields(value: Any, step: str) -> dict[str, Any]:
 
 def retry_spec(policy: RetryPolicy, step: str) -> RetrySpec:
     retry_on = policy.retry_on
-    classes: str | list[Code | str] = (
-        retry_on.value if isinstance(retry_on, RetryOn)
-        else [item.value if isinstance(item, FailureReason) else class_code(item, step) for item in retry_on]
+    classes: RetryOn | list[Code | FailureReason] = (
+        retry_on if isinstance(retry_on, RetryOn)
+        else [item if isinstance(item, FailureReason) else class_code(item, step) for item in retry_on]
     )
     backoff = dataclasses.asdict(policy.backoff) if policy.backoff is not None else None
-    return RetrySpec.model_validate({"max_retries": policy.max_retries, "retry_on": classes, "backoff": backoff})
+    return RetrySpec(max_retries=policy.max_retries, retry_on=classes, backoff=backoff)
 
 
 def definition_code(definition: NodeDefinition) -> Code:
@@ -447,10 +443,10 @@ def call_from_spec(spec: StepSpec) -> StepCall:
 
 def _retry_policy(spec: RetrySpec, step: str) -> RetryPolicy:
     retry_on: RetryOn | list[type[BaseException] | FailureReason]
-    if isinstance(spec.retry_on, str):
-        retry_on = RetryOn(spec.retry_on)
+    if isinstance(spec.retry_on, RetryOn):
+        retry_on = spec.retry_on
     else:
-        retry_on = [FailureReason(item) if isinstance(item, str)
+        retry_on = [item if isinstance(item, FailureReason)
                     else load_code(item, step, _is_exception_class, "an exception class") for item in spec.retry_on]
     backoff = Backoff(**spec.backoff) if spec.backoff is not None else None
     return RetryPolicy(spec.max_retries, backoff=backoff, retry_on=retry_on)

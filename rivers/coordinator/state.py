@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rivers import defaults
-from rivers.definitions.policies import FailureReason
 from rivers.plan import Plan, Step
 from rivers.results import OutputResult, StepResult, StepStatus
 from rivers.runtime import SKIPPED_REASON
@@ -200,8 +199,7 @@ class RunState:
         policy = step.retry
         if policy is None:
             return 0.0 if error.infrastructure and result.attempt <= defaults.INFRA_RETRIES else None
-        reason = FailureReason(error.reason) if error.reason in FailureReason._value2member_map_ else None
-        if result.attempt > policy.max_retries or not policy.retries(exception_type(result), reason):
+        if result.attempt > policy.max_retries or not policy.retries(exception_type(result), error.reason):
             return None
         return policy.delay(result.attempt)
 

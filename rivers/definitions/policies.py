@@ -211,8 +211,9 @@ class RetryPolicy:
             raise TypeError(f"escalate must be a ComputeEscalation, got {escalate!r}")
         self.escalate = escalate
 
-    def retries(self, error_type: type[BaseException] | None, reason: FailureReason | None = None) -> bool:
-        """Whether an attempt that failed with an error of this type, for this reason, is worth another one."""
+    def retries(self, error_type: type[BaseException] | None, reason: str | None = None) -> bool:
+        """Whether an attempt that failed with an error of this type, for this reason (a FailureReason value, as
+        `StepError.reason` holds it), is worth another one."""
         if self.retry_on is RetryOn.ALL:
             return True
         if self.retry_on is RetryOn.TRANSIENT:
@@ -221,7 +222,8 @@ class RetryPolicy:
         else:
             classes = tuple(item for item in self.retry_on if isinstance(item, type))
             reasons = frozenset(item for item in self.retry_on if isinstance(item, FailureReason))
-        return reason in reasons or (error_type is not None and issubclass(error_type, classes))
+        return any(reason == known.value for known in reasons) or (
+            error_type is not None and issubclass(error_type, classes))
 
     def delay(self, retry_number: int) -> float:
         return self.backoff.delay(retry_number) if self.backoff else 0.0
