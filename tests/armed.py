@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from rivers.queues import keys
+from tests.conftest import Background
+from tests.redis_server import wait_for
 
 
 def armed_on(client: redis.Redis) -> dict[str, list[str]]:
@@ -30,3 +34,12 @@ def jobs_of(client: redis.Redis, step_key: str) -> list[dict[str, str]]:
         if fields.get(keys.JOB_STEP) == step_key:
             found.append(fields)
     return found
+
+
+def run_until_armed(repo: Any, client: redis.Redis, upstream: str) -> Background:
+    """Start `repo` in the background and return once `upstream` runs (it counts itself in the repo's scratch
+    resource) and a downstream is armed on it."""
+    run = Background(repo)
+    wait_for(lambda: repo.resources["scratch"].lines(upstream), 60, message=f"the upstream {upstream} to start")
+    wait_for(lambda: armed_on(client), 30, message=f"a downstream to be armed on {upstream}")
+    return run

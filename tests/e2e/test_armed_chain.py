@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from rivers.queues import keys
-from tests.armed import armed_on, job_of
-from tests.conftest import Background, WorkerProcesses
+from tests.armed import armed_on, job_of, run_until_armed
+from tests.conftest import WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
 from tests.redis_server import wait_for
 
@@ -25,9 +25,7 @@ def test_the_report_of_a_step_starts_its_armed_downstream_in_the_same_process(
     workers.start(redis_url, concurrency=2)
     repo = dp.make_repo([dp.source, dp.gated, dp.after_gated], tmp_path)
     scratch = repo.resources["scratch"]
-    run = Background(repo)
-    wait_for(lambda: scratch.lines("gated"), 60, message="the upstream to start")
-    wait_for(lambda: armed_on(client), 30, message="the downstream to be armed on it")
+    run = run_until_armed(repo, client, "gated")
     (Path(scratch.dir) / "open").touch()
     result = run.wait()
     assert result.success, result.failed_assets
@@ -49,9 +47,7 @@ def test_a_draining_worker_leaves_the_armed_downstream_to_the_queue(
     [worker] = workers.start(redis_url, concurrency=1)
     repo = dp.make_repo([dp.source, dp.gated, dp.after_gated], tmp_path)
     scratch = repo.resources["scratch"]
-    run = Background(repo)
-    wait_for(lambda: scratch.lines("gated"), 60, message="the upstream to start")
-    wait_for(lambda: armed_on(client), 30, message="the downstream to be armed on it")
+    run = run_until_armed(repo, client, "gated")
     worker.send_signal(signal.SIGTERM)
     wait_for(lambda: "worker.stopping" in workers.logs(), 10, message="the worker to see SIGTERM")
     (Path(scratch.dir) / "open").touch()

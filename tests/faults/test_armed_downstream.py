@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from rivers.queues import keys
-from tests.armed import armed_on, jobs_of
-from tests.conftest import Background, WorkerProcesses
+from tests.armed import armed_on, jobs_of, run_until_armed
+from tests.conftest import WorkerProcesses
 from tests.pipelines import distributed_pipeline as dp
 from tests.pipelines import import_exit_once
 from tests.redis_server import RedisServer, wait_for
@@ -27,9 +27,7 @@ def test_a_downstream_armed_on_a_killed_upstream_runs_once_after_the_retry(
     workers.start(redis_url, count=2, concurrency=1)
     repo = dp.make_repo([dp.source, dp.stalls_once, dp.after_stall], tmp_path)
     scratch = repo.resources["scratch"]
-    run = Background(repo)
-    wait_for(lambda: scratch.lines("stalls_once"), 60, message="the upstream to start")
-    wait_for(lambda: armed_on(client), 30, message="the downstream to be armed on the running upstream")
+    run = run_until_armed(repo, client, "stalls_once")
     ((upstream_job, [armed]),) = armed_on(client).items()
     record = client.hgetall(keys.job_key(armed))
     assert record[keys.JOB_STATUS.encode()] == keys.DEFERRED.encode()
@@ -62,9 +60,7 @@ def test_a_claimed_downstream_whose_module_kills_its_process_is_retried_and_the_
     created = psutil.Process(worker.pid).create_time()
     repo = dp.make_repo([dp.source, dp.gated, import_exit_once.exits_on_first_import], tmp_path)
     scratch = repo.resources["scratch"]
-    run = Background(repo)
-    wait_for(lambda: scratch.lines("gated"), 60, message="the upstream to start")
-    wait_for(lambda: armed_on(client), 30, message="the downstream to be armed on it")
+    run = run_until_armed(repo, client, "gated")
     (Path(scratch.dir) / "open").touch()
     result = run.wait()
 
@@ -96,9 +92,7 @@ def test_a_downstream_armed_when_redis_loses_its_data_runs_once_after_the_upstre
     workers.start(forgetful_redis.url, concurrency=2)
     repo = dp.make_repo([dp.source, dp.gated, dp.after_gated], tmp_path)
     scratch = repo.resources["scratch"]
-    run = Background(repo)
-    wait_for(lambda: scratch.lines("gated"), 60, message="the upstream to start")
-    wait_for(lambda: armed_on(client), 30, message="the downstream to be armed on it")
+    run = run_until_armed(repo, client, "gated")
     forgetful_redis.restart()
     wait_for(lambda: len(scratch.lines("gated")) == 2, 30, message="the upstream to be sent again and start")
     (Path(scratch.dir) / "open").touch()
